@@ -1,0 +1,1 @@
+"""kwai_assets: click logs to trained recommenders as Dagster software-defined assets."""

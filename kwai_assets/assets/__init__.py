@@ -1,0 +1,1 @@
+"""The thin Dagster layer: one module per group, checks beside their assets."""

@@ -1,0 +1,1 @@
+"""Pure functions on DataFrames and arrays. No Dagster here."""

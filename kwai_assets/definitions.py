@@ -1,0 +1,38 @@
+"""The one Definitions object: assets, checks, jobs, schedules, resources."""
+from __future__ import annotations
+
+import dagster as dg
+
+from kwai_assets.assets import evaluate, ingest, prepare
+from kwai_assets.io.resources import MLflowTracking, ParquetIOManager, SourceResource, WarehouseResource
+from kwai_assets.settings import Settings
+
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    return {
+        "io_manager": ParquetIOManager(home=str(settings.home)),
+        "warehouse": WarehouseResource(home=str(settings.home)),
+        "source": SourceResource(kind=settings.source, preset=settings.preset, seed=settings.seed,
+                                 start_date=settings.start_date, data_dir=settings.data_dir),
+        "mlflow": MLflowTracking(tracking_uri=settings.mlflow_uri, artifact_location=str(settings.mlflow_artifacts)),
+    }
+
+
+settings = Settings.from_env()
+modules = [ingest, prepare, evaluate]
+
+# Everything, for one day: the schedule asks for yesterday's raw_interactions
+# partition and rebuilds what depends on it.
+daily_refresh = dg.define_asset_job("daily_refresh", selection=dg.AssetSelection.groups("ingest", "prepare", "evaluate"))
+# Everything but the partitioned raw logs: rebuild from the days already stored.
+rebuild = dg.define_asset_job(
+    "rebuild", selection=dg.AssetSelection.groups("ingest", "prepare", "evaluate") - dg.AssetSelection.assets("raw_interactions"))
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(modules),
+    asset_checks=dg.load_asset_checks_from_modules(modules),
+    jobs=[daily_refresh, rebuild],
+    schedules=[dg.build_schedule_from_partitioned_job(daily_refresh, hour_of_day=2, minute_of_hour=0)],
+    resources=build_resources(settings),
+)

@@ -1,0 +1,1 @@
+"""Storage and external services: the Parquet warehouse, MLflow, Redis."""

@@ -1,0 +1,116 @@
+"""The Parquet warehouse: the storage of record for every asset.
+
+Layout under ``<home>/warehouse``: ``<asset>.parquet`` for an unpartitioned
+asset, ``<asset>/<partition>.parquet`` for a partitioned one. Files are written
+to a temporary name and renamed, so a reader (or a failed run) never sees a
+half-written file and a failed run leaves the previous version in place.
+
+``catalog.duckdb`` holds one view per asset over these files for ad-hoc SQL.
+Views are (re)built on demand by :meth:`Warehouse.refresh_catalog` rather than
+on every write: DuckDB allows one writer per database file, and the
+multiprocess executor writes many assets at once.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Warehouse:
+    def __init__(self, home: str | os.PathLike):
+        self.home = Path(home)
+        self.root = self.home / "warehouse"
+        self.catalog_path = self.home / "catalog.duckdb"
+
+    # -- paths ---------------------------------------------------------------
+    def path(self, asset: str, partition: str | None = None) -> Path:
+        if not _NAME.match(asset):
+            raise ValueError(f"asset name {asset!r} is not a plain identifier")
+        if partition is None:
+            return self.root / f"{asset}.parquet"
+        return self.root / asset / f"{partition}.parquet"
+
+    def partitions(self, asset: str) -> list[str]:
+        """Partition keys stored for `asset`, sorted."""
+        folder = self.root / asset
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.parquet"))
+
+    def exists(self, asset: str, partition: str | None = None) -> bool:
+        return self.path(asset, partition).exists()
+
+    # -- write / read --------------------------------------------------------
+    def write(self, df: pd.DataFrame, asset: str, partition: str | None = None) -> Path:
+        """Atomically write `df` as the asset (partition): temp file, then rename."""
+        target = self.path(asset, partition)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def read(self, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
+        """Read an unpartitioned asset, or the listed partitions of a partitioned one.
+
+        Partitions that were never materialized are skipped; reading none at all
+        is an error that says what to materialize.
+        """
+        if partitions is None:
+            path = self.path(asset)
+            if not path.exists():
+                raise FileNotFoundError(f"asset {asset!r} has not been materialized yet ({path} is missing)")
+            return pq.read_table(path).to_pandas()
+        paths = [self.path(asset, p) for p in partitions]
+        paths = [p for p in paths if p.exists()]
+        if not paths:
+            raise FileNotFoundError(
+                f"no partition of {asset!r} is materialized under {self.root / asset}; "
+                f"materialize some first, e.g. `dagster asset materialize --select {asset} --partition <key>`"
+            )
+        return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default").to_pandas()
+
+    def read_if_exists(self, asset: str) -> pd.DataFrame | None:
+        return self.read(asset) if self.exists(asset) else None
+
+    # -- catalog -------------------------------------------------------------
+    def assets(self) -> dict[str, str]:
+        """Stored asset name -> Parquet path or glob."""
+        found: dict[str, str] = {}
+        if not self.root.is_dir():
+            return found
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_dir() and any(entry.glob("*.parquet")):
+                found[entry.name] = str(entry / "*.parquet")
+            elif entry.suffix == ".parquet" and not entry.name.startswith("."):
+                found[entry.stem] = str(entry)
+        return found
+
+    def refresh_catalog(self) -> list[str]:
+        """Create or replace one view per stored asset in catalog.duckdb."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        names = self.assets()
+        with duckdb.connect(str(self.catalog_path)) as con:
+            for name, path in names.items():
+                con.execute(
+                    f"CREATE OR REPLACE VIEW {name} AS "
+                    f"SELECT * FROM read_parquet('{path}', union_by_name = true)"
+                )
+        return list(names)
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run read-only SQL against the catalog views (refreshed first)."""
+        self.refresh_catalog()
+        with duckdb.connect(str(self.catalog_path), read_only=True) as con:
+            return con.sql(query).df()

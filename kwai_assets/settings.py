@@ -1,0 +1,50 @@
+"""Environment-level settings, read once when the definitions load.
+
+Everything that shapes the *graph* (where data lives, which source feeds it,
+when daily partitions start) comes from the environment so that `dagster dev`,
+`dagster asset materialize` and the tests all see the same values. Tunables of
+a single asset (k of the k-core, split ratios, ...) are Dagster run config.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path                 # KWAI_HOME: warehouse, catalog, MLflow store, Dagster instance
+    source: str                # KWAI_SOURCE: synthetic | files | movielens
+    preset: str                # KWAI_PRESET: synthetic size (tiny | small | large)
+    data_dir: str              # KWAI_DATA_DIR: directory of the files / movielens source
+    start_date: str            # KWAI_START_DATE: first daily partition of raw_interactions
+    seed: int                  # KWAI_SEED: synthetic generator seed
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ
+        return cls(
+            home=Path(env.get("KWAI_HOME", ".kwai")).resolve(),
+            source=env.get("KWAI_SOURCE", "synthetic"),
+            preset=env.get("KWAI_PRESET", "small"),
+            data_dir=env.get("KWAI_DATA_DIR", ""),
+            start_date=env.get("KWAI_START_DATE", "2026-01-01"),
+            seed=int(env.get("KWAI_SEED", "7")),
+        )
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.home / "warehouse"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.duckdb"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"

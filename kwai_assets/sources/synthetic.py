@@ -1,0 +1,218 @@
+"""A deterministic generator of Kwai-like click logs with planted structure.
+
+The world (cities, districts, POIs, photos, users) depends only on the seed and
+the preset; each day's clicks depend on the seed and the date, so any day can
+be generated on its own and in any order (daily partitions, backfills, the
+schedule asking for yesterday).
+
+Planted structure that tests and models can recover:
+- every user has a home district and a Dirichlet taste over categories;
+  a click picks a category from the taste, then a POI of that category, in the
+  home district with probability ``p_home`` (lower on weekends), else anywhere;
+- every photo belongs to one POI and has that POI's category; within a POI
+  photos and within a district POIs have skewed (power-law) popularity;
+- every user has a preferred hour of the day around which most clicks fall.
+
+Like real client logs the stream is dirty: a fraction ``dirt`` of rows lose
+their user id, get impossible coordinates or a zero timestamp, and the same
+fraction again is repeated verbatim (exact duplicates). raw_users / raw_items
+miss a fraction ``missing_attributes`` of their ids.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+CITIES = {  # name: (lat, lon)
+    "Beijing": (39.904, 116.407),
+    "Shanghai": (31.230, 121.474),
+    "Chengdu": (30.573, 104.066),
+    "Guangzhou": (23.129, 113.264),
+}
+CATEGORIES = [
+    "food", "cafe", "park", "museum", "mall", "gym", "bar", "cinema", "temple", "zoo",
+    "beach", "school", "hospital", "hotel", "market", "stadium", "library", "theatre", "lake", "street",
+]
+EVENTS = np.array(["click", "like", "share"])
+EVENT_P = np.array([0.85, 0.12, 0.03])
+AGE_RANGES = np.array(["<18", "18-24", "25-34", "35-44", "45+"])
+
+
+@dataclass(frozen=True)
+class Preset:
+    users: int
+    pois: int
+    items: int
+    categories: int
+    districts_per_city: int
+    days: int
+    clicks_per_user_day: float
+
+
+PRESETS = {
+    "tiny": Preset(users=300, pois=96, items=600, categories=8, districts_per_city=3, days=14, clicks_per_user_day=4.0),
+    "small": Preset(users=3_000, pois=480, items=4_000, categories=12, districts_per_city=5, days=30,
+                    clicks_per_user_day=1.1),
+    "large": Preset(users=100_000, pois=6_000, items=40_000, categories=20, districts_per_city=10, days=30,
+                    clicks_per_user_day=1.0),
+}
+
+
+def _rng(seed: int, *salt: object) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(repr(salt).encode())])
+
+
+def _ids(prefix: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Raw ids that look like production ids and are not the index order."""
+    return np.array([f"{prefix}{x}" for x in rng.choice(9_000_000, n, replace=False) + 1_000_000])
+
+
+def _skewed(counts: np.ndarray, u: np.ndarray, power: float) -> np.ndarray:
+    """Index in [0, counts) with mass on low indices (popular first)."""
+    return np.minimum((counts * u**power).astype(np.int64), counts - 1)
+
+
+class SyntheticSource:
+    def __init__(self, preset: str = "small", seed: int = 7, start_date: str = "2026-01-01",
+                 p_home: float = 0.8, dirt: float = 0.005, missing_attributes: float = 0.01):
+        if preset not in PRESETS:
+            raise ValueError(f"synthetic source: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        self.preset_name, self.preset = preset, PRESETS[preset]
+        self.seed, self.start = seed, date.fromisoformat(start_date)
+        self.p_home, self.dirt, self.missing_attributes = p_home, dirt, missing_attributes
+
+    # -- the world -----------------------------------------------------------
+    @cached_property
+    def world(self) -> dict[str, np.ndarray]:
+        p, rng = self.preset, _rng(self.seed, "world")
+        cities = np.array(list(CITIES))
+        n_districts = len(cities) * p.districts_per_city
+        district_city = np.repeat(np.arange(len(cities)), p.districts_per_city)
+        centers = np.array([CITIES[c] for c in cities])[district_city] + rng.normal(0, 0.08, (n_districts, 2))
+
+        # POIs: every (district, category) cell has at least one, the rest at random
+        cells = n_districts * p.categories
+        cell = np.concatenate([np.arange(cells), rng.integers(0, cells, max(p.pois - cells, 0))])[: p.pois]
+        poi_district, poi_category = cell // p.categories, cell % p.categories
+        poi_xy = centers[poi_district] + rng.normal(0, 0.01, (p.pois, 2))
+        # sort POIs by cell so each cell is a contiguous run; shuffle within the cell = popularity order
+        order = np.lexsort((rng.random(p.pois), cell))
+        poi_district, poi_category, poi_xy = poi_district[order], poi_category[order], poi_xy[order]
+        cell_of_poi = poi_district * p.categories + poi_category
+        cell_start = np.searchsorted(cell_of_poi, np.arange(cells))
+        cell_count = np.bincount(cell_of_poi, minlength=cells)
+
+        # photos: every POI has at least one, sorted by POI
+        item_poi = np.sort(np.concatenate([np.arange(p.pois), rng.integers(0, p.pois, p.items - p.pois)]))
+        poi_item_start = np.searchsorted(item_poi, np.arange(p.pois))
+        poi_item_count = np.bincount(item_poi, minlength=p.pois)
+
+        users_district = rng.integers(0, n_districts, p.users)
+        taste = rng.dirichlet(np.full(p.categories, 0.3), p.users)
+        activity = rng.lognormal(0.0, 0.7, p.users)
+        activity *= p.clicks_per_user_day / activity.mean()
+        return {
+            "cities": cities, "district_city": district_city, "centers": centers,
+            "poi_district": poi_district, "poi_category": poi_category, "poi_xy": poi_xy,
+            "cell_start": cell_start, "cell_count": cell_count,
+            "item_poi": item_poi, "poi_item_start": poi_item_start, "poi_item_count": poi_item_count,
+            "user_district": users_district, "user_taste_cdf": np.cumsum(taste, axis=1), "user_taste": taste,
+            "user_activity": activity, "user_hour": rng.choice([8.0, 12.5, 18.5, 21.5], p.users),
+            "user_ids": _ids("u", p.users, rng), "item_ids": _ids("p", p.items, rng), "poi_ids": _ids("l", p.pois, rng),
+        }
+
+    # -- one day of clicks ---------------------------------------------------
+    def day(self, day: date) -> pd.DataFrame:
+        p, w = self.preset, self.world
+        rng = _rng(self.seed, "day", day.isoformat())
+        n_per_user = rng.poisson(w["user_activity"])
+        user = np.repeat(np.arange(p.users), n_per_user)
+        n = len(user)
+
+        category = (w["user_taste_cdf"][user] < rng.random((n, 1))).sum(axis=1)
+        category = np.minimum(category, p.categories - 1)
+        p_home = self.p_home - (0.2 if day.weekday() >= 5 else 0.0)
+        n_districts = len(w["centers"])
+        district = np.where(rng.random(n) < p_home, w["user_district"][user], rng.integers(0, n_districts, n))
+        cell = district * p.categories + category
+        poi = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(n), 1.5)
+        item = w["poi_item_start"][poi] + _skewed(w["poi_item_count"][poi], rng.random(n), 2.0)
+        lat, lon = (w["poi_xy"][poi] + rng.normal(0, 0.0005, (n, 2))).T
+
+        hour = np.where(rng.random(n) < 0.7, w["user_hour"][user] + rng.normal(0, 1.5, n), rng.uniform(0, 24, n))
+        seconds = (np.mod(hour, 24) * 3600).astype(np.int64)
+        ts = pd.Timestamp(day).as_unit("us") + pd.to_timedelta(seconds, unit="s")
+
+        frame = pd.DataFrame({
+            "user_id": w["user_ids"][user].astype(object),
+            "item_id": w["item_ids"][item],
+            "poi_id": w["poi_ids"][poi],
+            "lat": lat, "lon": lon,
+            "ts": ts,
+            "event": EVENTS[rng.choice(len(EVENTS), n, p=EVENT_P)],
+        })
+        return self._dirty(frame, rng)
+
+    def _dirty(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+        n = len(frame)
+        k = int(round(n * self.dirt))
+        if k == 0:
+            return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+        rows = rng.choice(n, 3 * k, replace=False)
+        frame.loc[rows[:k], "user_id"] = None
+        frame.loc[rows[k:2 * k], "lat"] = 999.0
+        frame.loc[rows[2 * k:], "ts"] = pd.Timestamp(0).as_unit("us")
+        duplicates = frame.iloc[rng.choice(n, k, replace=False)]
+        frame = pd.concat([frame, duplicates], ignore_index=True)
+        return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+
+    # -- the source interface -------------------------------------------------
+    def interactions(self, start: date, end: date) -> pd.DataFrame:
+        days = [start + timedelta(d) for d in range((end - start).days)]
+        frames = [self.day(d).assign(pdate=d.isoformat()) for d in days]
+        out = pd.concat(frames, ignore_index=True)
+        out["user_id"] = out["user_id"].astype("str")
+        return out
+
+    def _drop_some(self, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+        keep = _rng(self.seed, "missing", what).random(len(frame)) >= self.missing_attributes
+        return frame[keep].reset_index(drop=True)
+
+    def users(self) -> pd.DataFrame:
+        w, rng = self.world, _rng(self.seed, "users")
+        n = len(w["user_ids"])
+        return self._drop_some(pd.DataFrame({
+            "user_id": w["user_ids"],
+            "gender": rng.choice(["F", "M"], n),
+            "age_range": AGE_RANGES[rng.choice(len(AGE_RANGES), n, p=[0.1, 0.3, 0.3, 0.2, 0.1])],
+            "city": w["cities"][w["district_city"][w["user_district"]]],
+        }), "users")
+
+    def items(self) -> pd.DataFrame:
+        w, rng = self.world, _rng(self.seed, "items")
+        poi = w["item_poi"]
+        return self._drop_some(pd.DataFrame({
+            "item_id": w["item_ids"],
+            "poi_id": w["poi_ids"][poi],
+            "category": np.array(CATEGORIES)[w["poi_category"][poi]],
+            "duration_s": rng.integers(5, 300, len(poi)).astype(str),
+        }), "items")
+
+    def pois(self) -> pd.DataFrame:
+        w = self.world
+        category = np.array(CATEGORIES)[w["poi_category"]]
+        return pd.DataFrame({
+            "poi_id": w["poi_ids"],
+            "lat": w["poi_xy"][:, 0], "lon": w["poi_xy"][:, 1],
+            "category": category,
+            "name": [f"{c} {i}" for i, c in enumerate(category)],
+            "city": w["cities"][w["district_city"][w["poi_district"]]],
+        })
+
+    def date_range(self) -> tuple[date, date]:
+        return self.start, self.start + timedelta(days=self.preset.days - 1)
