@@ -30,8 +30,8 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	echo "materializing raw_interactions for $$range (log: $(LOG)/ingest.log)"; \
 	$(BIN)/dagster asset materialize $(DEFS) --select raw_interactions --partition-range $$range $(IN_PROCESS) \
 		> $(LOG)/ingest.log 2>&1 || { tail -40 $(LOG)/ingest.log; exit 1; }
-	@echo "materializing everything downstream (log: $(LOG)/rebuild.log)"
-	@$(BIN)/dagster job execute $(DEFS) -j rebuild $(IN_PROCESS) \
+	@echo "materializing everything else (log: $(LOG)/rebuild.log)"
+	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions' $(IN_PROCESS) \
 		> $(LOG)/rebuild.log 2>&1 || { tail -40 $(LOG)/rebuild.log; exit 1; }
 	@$(BIN)/kwai summary
 

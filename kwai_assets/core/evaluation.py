@@ -87,9 +87,9 @@ def evaluate(scorer: Scorer, data: EvalData, ks: tuple[int, ...] = KS, batch_siz
             raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
         scores.masked_fill_(torch.from_numpy(seen[batch].toarray()).to(device), -torch.inf)
         scores.masked_fill_(not_candidate, -torch.inf)
-        top = torch.topk(scores, kmax, dim=1).indices
+        top = torch.topk(scores, min(kmax, data.n_items), dim=1).indices
         rel = torch.from_numpy(relevant[batch].toarray()).to(device).bool()
-        hits = rel.gather(1, top).to(torch.float64)
+        hits = torch.nn.functional.pad(rel.gather(1, top).to(torch.float64), (0, kmax - top.shape[1]))
         n_rel = rel.sum(1)
         for k in ks:
             h = hits[:, :k]

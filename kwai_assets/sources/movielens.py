@@ -73,7 +73,7 @@ class MovieLensSource:
         flags = [f"g{i}" for i in range(len(ML100K_GENRES))]
         genres = "list_filter([" + ", ".join(
             f"CASE WHEN g{i} = '1' THEN '{g.replace(chr(39), chr(39) * 2)}' END" for i, g in enumerate(ML100K_GENRES)
-        ) + "], x -> x IS NOT NULL)"
+        ) + "], lambda x: x IS NOT NULL)"
         return self._read(
             "u.item", ["item_id", "title", "release", "video_release", "url", *flags], "|", ITEMS,
             f"item_id, title, release, coalesce({genres}[1], 'unknown') AS category, array_to_string({genres}, '|') AS genres",

@@ -11,6 +11,9 @@ Planted structure that tests and models can recover:
   home district with probability ``p_home`` (lower on weekends), else anywhere;
 - every photo belongs to one POI and has that POI's category; within a POI
   photos and within a district POIs have skewed (power-law) popularity;
+- a fraction ``p_trending`` of clicks go to globally trending photos (a
+  power law over all photos, wherever the user is), the part of the feed
+  that a popularity baseline captures;
 - every user has a preferred hour of the day around which most clicks fall.
 
 Like real client logs the stream is dirty: a fraction ``dirt`` of rows lose
@@ -79,12 +82,13 @@ def _skewed(counts: np.ndarray, u: np.ndarray, power: float) -> np.ndarray:
 
 class SyntheticSource:
     def __init__(self, preset: str = "small", seed: int = 7, start_date: str = "2026-01-01",
-                 p_home: float = 0.8, dirt: float = 0.005, missing_attributes: float = 0.01):
+                 p_home: float = 0.8, p_trending: float = 0.25, dirt: float = 0.005, missing_attributes: float = 0.01):
         if preset not in PRESETS:
             raise ValueError(f"synthetic source: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.preset_name, self.preset = preset, PRESETS[preset]
         self.seed, self.start = seed, date.fromisoformat(start_date)
-        self.p_home, self.dirt, self.missing_attributes = p_home, dirt, missing_attributes
+        self.p_home, self.p_trending = p_home, p_trending
+        self.dirt, self.missing_attributes = dirt, missing_attributes
 
     # -- the world -----------------------------------------------------------
     @cached_property
@@ -112,6 +116,7 @@ class SyntheticSource:
         poi_item_start = np.searchsorted(item_poi, np.arange(p.pois))
         poi_item_count = np.bincount(item_poi, minlength=p.pois)
 
+        trending = rng.permutation(p.items)   # global popularity order of photos
         users_district = rng.integers(0, n_districts, p.users)
         taste = rng.dirichlet(np.full(p.categories, 0.3), p.users)
         activity = rng.lognormal(0.0, 0.7, p.users)
@@ -120,7 +125,7 @@ class SyntheticSource:
             "cities": cities, "district_city": district_city, "centers": centers,
             "poi_district": poi_district, "poi_category": poi_category, "poi_xy": poi_xy,
             "cell_start": cell_start, "cell_count": cell_count,
-            "item_poi": item_poi, "poi_item_start": poi_item_start, "poi_item_count": poi_item_count,
+            "item_poi": item_poi, "trending": trending, "poi_item_start": poi_item_start, "poi_item_count": poi_item_count,
             "user_district": users_district, "user_taste_cdf": np.cumsum(taste, axis=1), "user_taste": taste,
             "user_activity": activity, "user_hour": rng.choice([8.0, 12.5, 18.5, 21.5], p.users),
             "user_ids": _ids("u", p.users, rng), "item_ids": _ids("p", p.items, rng), "poi_ids": _ids("l", p.pois, rng),
@@ -142,6 +147,9 @@ class SyntheticSource:
         cell = district * p.categories + category
         poi = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(n), 1.5)
         item = w["poi_item_start"][poi] + _skewed(w["poi_item_count"][poi], rng.random(n), 2.0)
+        trend = rng.random(n) < self.p_trending
+        item[trend] = w["trending"][_skewed(np.full(trend.sum(), p.items), rng.random(trend.sum()), 4.0)]
+        poi[trend] = w["item_poi"][item[trend]]
         lat, lon = (w["poi_xy"][poi] + rng.normal(0, 0.0005, (n, 2))).T
 
         hour = np.where(rng.random(n) < 0.7, w["user_hour"][user] + rng.normal(0, 1.5, n), rng.uniform(0, 24, n))

@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny synthetic world and the whole graph materialized on it once."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from kwai_assets.definitions import build_resources, defs
+from kwai_assets.io.warehouse import Warehouse
+from kwai_assets.settings import Settings
+
+ALL = list(defs.assets) + list(defs.asset_checks)
+RAW = dg.AssetSelection.assets("raw_interactions")
+
+
+def tiny_settings(home: Path, **changes: object) -> Settings:
+    base = Settings(home=home, source="synthetic", preset="tiny", data_dir="", start_date="2026-01-01", seed=7)
+    return dataclasses.replace(base, **changes)
+
+
+def ingest(settings: Settings, first: str, last: str, **kwargs: object) -> dg.ExecuteInProcessResult:
+    """raw_interactions for the days first..last, in one run (single-run backfill policy)."""
+    return dg.materialize(ALL, resources=build_resources(settings), selection=RAW, tags={
+        "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}, **kwargs)
+
+
+def build_rest(settings: Settings, **kwargs: object) -> dg.ExecuteInProcessResult:
+    """Everything downstream of (and beside) raw_interactions."""
+    return dg.materialize(ALL, resources=build_resources(settings), selection=dg.AssetSelection.all() - RAW, **kwargs)
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> tuple[Settings, dg.ExecuteInProcessResult]:
+    """The whole graph on the tiny preset (14 days), materialized once for the session."""
+    settings = tiny_settings(tmp_path_factory.mktemp("kwai"))
+    assert ingest(settings, "2026-01-01", "2026-01-14").success
+    result = build_rest(settings)
+    assert result.success
+    return settings, result
+
+
+@pytest.fixture(scope="session")
+def warehouse(built) -> Warehouse:
+    return Warehouse(built[0].home)

@@ -1,0 +1,42 @@
+"""Per-user chronological splits: ratios within one, order, leave-one-out."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from kwai_assets.core.split import split_by_user
+
+
+@pytest.fixture
+def interactions():
+    rng = np.random.default_rng(3)
+    n = rng.integers(1, 40, 200)
+    user = np.repeat(np.arange(1, 201), n)
+    return pd.DataFrame({"user_idx": user, "item_idx": rng.integers(1, 500, len(user)),
+                         "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 10**6, len(user)), "s")})
+
+
+def test_ratios_within_one_and_chronological(interactions):
+    out = split_by_user(interactions)
+    assert len(out) == len(interactions)
+    sizes = out.pivot_table(index="user_idx", columns="split", values="item_idx", aggfunc="size", fill_value=0)
+    n = sizes.sum(axis=1)
+    for name, ratio in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
+        assert ((sizes[name] - n * ratio).abs() <= 1).all(), name
+    last_train = out[out.split == "train"].groupby("user_idx")["ts"].max()
+    first_test = out[out.split == "test"].groupby("user_idx")["ts"].min()
+    both = last_train.index.intersection(first_test.index)
+    assert (last_train[both] <= first_test[both]).all()
+
+
+def test_leave_one_out(interactions):
+    out = split_by_user(interactions, leave_one_out=True)
+    counts = out.groupby(["user_idx", "split"]).size().unstack(fill_value=0)
+    many = counts[counts.sum(axis=1) >= 3]
+    assert (many["test"] == 1).all() and (many["val"] == 1).all()
+    latest = out.sort_values(["user_idx", "ts", "item_idx"]).groupby("user_idx").tail(1)
+    assert (latest["split"] == "test").all()
+
+
+def test_bad_ratios_are_rejected(interactions):
+    with pytest.raises(ValueError, match="sum"):
+        split_by_user(interactions, (0.8, 0.1, 0.2))
