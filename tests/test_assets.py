@@ -1,0 +1,117 @@
+"""The whole graph on the tiny preset: checks green, stable re-runs, failures that keep good data."""
+import hashlib
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from conftest import ALL, build_rest, checks, ingest, tiny_settings
+from kwai_assets.definitions import build_resources, defs
+from kwai_assets.io.warehouse import Warehouse
+
+
+def test_every_asset_materializes_and_every_check_passes(built):
+    settings, result = built
+    evaluations = checks(result)
+    expected = {c.name for d in defs.asset_checks for c in d.check_specs} - {"raw_interactions_schema"}
+    assert set(evaluations) == expected
+    failed = {name: e.description for name, e in evaluations.items() if not e.passed}
+    assert not failed
+    stored = Warehouse(settings.home).assets()
+    assert set(stored) == {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+
+
+def test_clean_interactions_reports_each_step(built):
+    _, result = built
+    meta = result.asset_materializations_for_node("clean_interactions")[0].metadata
+    assert meta["raw_rows"].value > meta["rows"].value > 0
+    for key in ("invalid_missing_id", "invalid_bad_coordinates", "invalid_bad_timestamp", "duplicates",
+                "kcore_rows_removed"):
+        assert meta[key].value > 0, key       # the synthetic stream carries every kind of dirt
+    assert meta["k"].value == 10 and meta["days"].value == 14
+
+
+def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
+    settings, result = built
+    table = warehouse.read("evaluation")
+    assert set(table["model"]) == {"popularity"}
+    assert set(table["k"]) == {10, 20, 50} and set(table["metric"]) == {"recall", "ndcg", "hr", "mrr"}
+    assert table["value"].between(0, 1).all()
+    meta = result.asset_materializations_for_node("evaluation")[0].metadata
+    assert "| popularity |" in meta["results"].value
+    import mlflow
+
+    run = mlflow.MlflowClient(settings.mlflow_uri).get_run(meta["mlflow_run_id"].value)
+    assert run.data.metrics["popularity.ndcg_at_20"] == pytest.approx(
+        table.query("metric == 'ndcg' and k == 20")["value"].item())
+
+
+def test_splits_never_put_later_interactions_in_train(warehouse):
+    splits = warehouse.read("splits")
+    last_train = splits[splits.split == "train"].groupby("user_idx")["ts"].max()
+    first_test = splits[splits.split == "test"].groupby("user_idx")["ts"].min()
+    assert (last_train.reindex(first_test.index) <= first_test).all()
+
+
+def test_id_maps_are_stable_when_new_days_arrive(tmp_path):
+    settings = tiny_settings(tmp_path)
+    assert ingest(settings, "2026-01-01", "2026-01-10").success
+    assert build_rest(settings).success
+    wh = Warehouse(settings.home)
+    before = wh.read("id_maps")
+    assert ingest(settings, "2026-01-11", "2026-01-20").success
+    result = build_rest(settings)
+    assert result.success and all(e.passed for e in checks(result).values())
+    after = wh.read("id_maps")
+    kept = before.merge(after, on=["entity", "raw_id"], suffixes=("_before", "_after"))
+    assert len(kept) == len(before) and (kept["idx_before"] == kept["idx_after"]).all()
+    added = after[after["generation"] == 2]
+    assert len(added) > 0 and added.groupby("entity")["idx"].min().gt(
+        before.groupby("entity")["idx"].max().reindex(added["entity"].unique(), fill_value=0)).all()
+    # and a re-run with nothing new changes nothing but the generation counter
+    assert build_rest(settings).success
+    again = wh.read("id_maps")
+    assert again[["entity", "raw_id", "idx"]].equals(after[["entity", "raw_id", "idx"]])
+
+
+def test_attribute_loss_above_the_limit_fails_the_check(built, tmp_path):
+    settings = tiny_settings(tmp_path)
+    assert ingest(settings, "2026-01-01", "2026-01-05").success
+    result = build_rest(settings, raise_on_error=False, run_config={
+        "ops": {"user_attributes": {"config": {"max_missing_fraction": 0.0}}}})
+    check = checks(result)["user_attributes_join_loss"]
+    assert not check.passed
+    assert "users" in check.description and "have no row in raw_users; limit 0.0%" in check.description
+    assert not result.success       # blocking: downstream steps did not run
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_files_fail_with_a_clear_message_and_keep_the_previous_parquet(tmp_path):
+    data = tmp_path / "delivery"
+    data.mkdir()
+    (data / "interactions.csv").write_text(
+        "user_id,item_id,poi_id,lat,lon,ts\nu1,p1,l1,30.5,104.0,2026-01-01T08:00:00\n")
+    (data / "users.csv").write_text("user_id,gender\nu1,F\n")
+    settings = tiny_settings(tmp_path / "home", source="files", data_dir=str(data))
+    resources = build_resources(settings)
+    users = dg.AssetSelection.assets("raw_users")
+    assert dg.materialize(ALL, resources=resources, selection=users).success
+    assert ingest(settings, "2026-01-01", "2026-01-01").success
+    wh = Warehouse(settings.home)
+    users_path, day_path = wh.path("raw_users"), wh.path("raw_interactions", "2026-01-01")
+    good = sha(users_path), sha(day_path)
+
+    (data / "users.csv").write_text("gender\nF\n")
+    (data / "interactions.csv").write_text(
+        "user_id,item_id,poi_id,lat,lon,ts\nu1,p1,l1,930.5,104.0,2026-01-01T08:00:00\n")
+    failed = dg.materialize(ALL, resources=resources, selection=users, raise_on_error=False)
+    assert not failed.success
+    assert "users.csv: missing column 'user_id'" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    failed = ingest(settings, "2026-01-01", "2026-01-01", raise_on_error=False)
+    message = str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert "interactions.csv: column 'lat' has 1 values outside [-90, 90], e.g. '930.5'" in message
+    assert (sha(users_path), sha(day_path)) == good
+    assert not list(wh.root.rglob("*.tmp"))
