@@ -45,6 +45,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 test: install
+	$(BIN)/ruff check kwai_assets tests benchmarks
 	$(BIN)/python -m pytest
 
 bench-prepare: install

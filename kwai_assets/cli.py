@@ -38,7 +38,7 @@ def summary(settings: Settings) -> str:
 
         lines += ["", "evaluation (test split, full ranking, train+val items excluded):", "",
                   markdown_table(wh.read("evaluation"))]
-    lines += ["", f"warehouse   {wh.root}", f"SQL         kwai sql \"select * from splits limit 5\"",
+    lines += ["", f"warehouse   {wh.root}", "SQL         kwai sql \"select * from splits limit 5\"",
               f"catalog     duckdb {wh.catalog_path}", f"MLflow      mlflow ui --backend-store-uri {settings.mlflow_uri}",
               "UI          make ui   (Dagster on http://127.0.0.1:3000)"]
     return "\n".join(lines)

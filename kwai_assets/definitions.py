@@ -8,7 +8,6 @@ from kwai_assets.io.resources import MLflowTracking, ParquetIOManager, SourceRes
 from kwai_assets.settings import Settings
 
 
-
 def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "io_manager": ParquetIOManager(home=str(settings.home)),

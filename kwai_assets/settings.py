@@ -22,7 +22,7 @@ class Settings:
     seed: int                  # KWAI_SEED: synthetic generator seed
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         env = os.environ
         return cls(
             home=Path(env.get("KWAI_HOME", ".kwai")).resolve(),

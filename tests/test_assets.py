@@ -2,10 +2,9 @@
 import hashlib
 
 import dagster as dg
-import pandas as pd
 import pytest
-
 from conftest import ALL, build_rest, checks, ingest, tiny_settings
+
 from kwai_assets.definitions import build_resources, defs
 from kwai_assets.io.warehouse import Warehouse
 

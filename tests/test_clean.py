@@ -39,7 +39,7 @@ def test_every_survivor_has_k_rows_on_random_data():
     import numpy as np
 
     rng = np.random.default_rng(0)
-    pairs = list(zip(rng.integers(0, 60, 3000).astype(str), rng.zipf(1.6, 3000).astype(str)))
+    pairs = list(zip(rng.integers(0, 60, 3000).astype(str), rng.zipf(1.6, 3000).astype(str), strict=True))
     clean, _ = clean_interactions(rows(pairs), k=5)
     assert len(clean) > 0
     assert clean.groupby("user_id").size().min() >= 5

@@ -2,7 +2,7 @@
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +36,7 @@ def test_backfill_a_date_range_from_the_cli(tmp_path):
 
 def test_daily_schedule_asks_for_yesterday():
     schedule = defs.resolve_schedule_def("daily_refresh_schedule")
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 2, 0, tzinfo=timezone.utc))
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 10, 2, 0, tzinfo=UTC))
     requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2026-03-09"]
     job = defs.resolve_job_def("daily_refresh")

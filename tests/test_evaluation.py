@@ -1,7 +1,6 @@
 """The evaluation protocol against hand-computed values, and the baselines."""
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Sources: synthetic determinism and planted structure; files contract; MovieLens layouts."""
 from datetime import date
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -169,7 +169,7 @@ def splits_chronological(context: dg.AssetCheckExecutionContext, df: pd.DataFram
     if not meta.get("leave_one_out", False):
         ratios = [float(r) for r in str(meta.get("ratios", "0.7/0.1/0.2")).split("/")]
         n = sizes.sum(axis=1)
-        off_ratio = int(sum(((sizes[s] - n * r).abs() > 1).sum() for s, r in zip(order, ratios)))
+        off_ratio = int(sum(((sizes[s] - n * r).abs() > 1).sum() for s, r in zip(order, ratios, strict=True)))
     passed = going_back == 0 and no_train == 0 and off_ratio == 0
     return result(passed, f"{going_back} out-of-order rows, {no_train} users without train, "
                           f"{off_ratio} user-splits off their ratio by more than one",

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import duckdb
 import pandas as pd
 
+from kwai_assets.core.sql import frame
 from kwai_assets.sources.contract import TableSpec
 
 UNKNOWN = "unknown"
@@ -33,9 +34,9 @@ def interaction_counts(clean: pd.DataFrame, key: str) -> pd.DataFrame:
     """One row per non-null id in `clean`: id, n_interactions."""
     with duckdb.connect() as con:
         con.register("clean", clean)
-        return con.sql(
-            f"SELECT {key}, count(*) AS n_interactions FROM clean WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY 1"
-        ).df()
+        return frame(
+            con, f"SELECT {key}, count(*) AS n_interactions FROM clean WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY 1"
+        )
 
 
 def join_attributes(counts: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, JoinReport]:
@@ -53,11 +54,11 @@ def join_attributes(counts: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) 
             f'coalesce(a."{c}", \'{UNKNOWN}\') AS "{c}", ' if types[c] == "VARCHAR" else f'a."{c}", '
             for c in dedup.columns if c != key
         )
-        out = con.sql(f"""
+        out = frame(con, f"""
             SELECT i.{key}, i.n_interactions, {columns} a.{key} IS NOT NULL AS has_attributes
             FROM ids i LEFT JOIN attrs a ON i.{key} = CAST(a.{key} AS VARCHAR)
             ORDER BY i.{key}
-        """).df()
+        """)
     missing = out[~out["has_attributes"]]
     total = max(int(out["n_interactions"].sum()), 1)
     report = JoinReport(

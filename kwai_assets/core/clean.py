@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 import duckdb
 import pandas as pd
 
+from kwai_assets.core.sql import frame
+
 # A row is invalid when a key is missing, a coordinate is out of range, or the
 # timestamp is not after the Unix epoch or lies after the end of its partition day.
 INVALID_REASONS = {
@@ -64,10 +66,9 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in INVALID_REASONS.items()) + " END"
     with duckdb.connect() as con:
         con.register("raw", raw)
-        con.execute(f"CREATE TEMP TABLE tagged AS SELECT *, {reason} AS _invalid FROM raw")
-        counts = dict(con.sql("SELECT _invalid, count(*) FROM tagged WHERE _invalid IS NOT NULL GROUP BY 1").fetchall())
+        counts = dict(con.execute(f"SELECT {reason} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL").fetchall())
         report.invalid = {name: counts.get(name, 0) for name in INVALID_REASONS}
-        con.execute("CREATE TEMP TABLE clean AS SELECT DISTINCT * EXCLUDE (_invalid) FROM tagged WHERE _invalid IS NULL")
+        con.execute(f"CREATE TEMP TABLE clean AS SELECT DISTINCT * FROM raw WHERE ({reason}) IS NULL")
         valid = len(raw) - sum(report.invalid.values())
         report.rows = con.execute("SELECT count(*) FROM clean").fetchall()[0][0]
         report.duplicates = valid - report.rows
@@ -79,7 +80,7 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
         report.kcore_rows_removed, report.rows = report.rows - rows, rows
         report.kcore_users_removed = before_users - report.users
         report.kcore_items_removed = before_items - report.items
-        out = con.sql("SELECT * FROM clean ORDER BY user_id, ts, item_id, event, poi_id").df()
+        out = frame(con, "SELECT * FROM clean ORDER BY user_id, ts, item_id, event, poi_id")
     return out, report
 
 

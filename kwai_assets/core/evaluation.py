@@ -13,8 +13,8 @@ items runs in memory-bounded slices of `batch_size` users.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ class EvalData:
         return np.asarray((self.train + self.val + self.test).sum(axis=0)).ravel() > 0
 
     @classmethod
-    def from_splits(cls, splits: pd.DataFrame, n_users: int | None = None, n_items: int | None = None) -> "EvalData":
+    def from_splits(cls, splits: pd.DataFrame, n_users: int | None = None, n_items: int | None = None) -> EvalData:
         n_users = n_users or int(splits["user_idx"].max()) + 1
         n_items = n_items or int(splits["item_idx"].max()) + 1
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from kwai_assets.core.sql import frame
+
 
 def to_index_space(clean: pd.DataFrame, id_maps: pd.DataFrame, item_attributes: pd.DataFrame) -> pd.DataFrame:
     """user_idx, item_idx, poi_idx (0 = none), category_idx (the item's), ts, lat, lon, event.
@@ -14,7 +16,7 @@ def to_index_space(clean: pd.DataFrame, id_maps: pd.DataFrame, item_attributes: 
     with duckdb.connect() as con:
         for name, df in (("clean", clean), ("maps", id_maps), ("item_attributes", item_attributes)):
             con.register(name, df)
-        out = con.sql("""
+        out = frame(con, """
             SELECT u.idx AS user_idx, i.idx AS item_idx, coalesce(p.idx, 0) AS poi_idx,
                    coalesce(c.idx, 0) AS category_idx, clean.ts, clean.lat, clean.lon, clean.event
             FROM clean
@@ -24,7 +26,7 @@ def to_index_space(clean: pd.DataFrame, id_maps: pd.DataFrame, item_attributes: 
             LEFT JOIN item_attributes a ON a.item_id = clean.item_id
             LEFT JOIN maps c ON c.entity = 'category' AND c.raw_id = a.category
             ORDER BY user_idx, ts, item_idx
-        """).df()
+        """)
     unmapped = out["user_idx"].isna().sum() + out["item_idx"].isna().sum()
     if unmapped:
         raise ValueError(f"{unmapped} user/item ids of clean_interactions are not in id_maps; re-materialize id_maps")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from kwai_assets.core.sql import frame
+
 SPLITS = ("train", "val", "test")
 
 
@@ -26,11 +28,11 @@ def split_by_user(interactions: pd.DataFrame, ratios: tuple[float, float, float]
                 f"WHEN pos <= round(n * {train + val}) THEN 'val' ELSE 'test' END")
     with duckdb.connect() as con:
         con.register("interactions", interactions)
-        return con.sql(f"""
+        return frame(con, f"""
             SELECT * EXCLUDE (pos, n), {rule} AS split FROM (
                 SELECT *,
                        row_number() OVER (PARTITION BY user_idx ORDER BY ts, item_idx) AS pos,
                        count(*) OVER (PARTITION BY user_idx) AS n
                 FROM interactions)
             ORDER BY user_idx, ts, item_idx
-        """).df()
+        """)

@@ -1,9 +1,9 @@
 """Dagster resources: the Parquet IO manager, the warehouse, the source, MLflow."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -93,7 +93,7 @@ class MLflowTracking(dg.ConfigurableResource):
     experiment: str = "kwai_assets"
 
     @contextmanager
-    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator["object"]:
+    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[object]:
         import mlflow  # slow to import: only when a run is opened
 
         mlflow.set_tracking_uri(self.tracking_uri)

@@ -21,6 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kwai_assets.core.sql import frame
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -113,4 +115,4 @@ class Warehouse:
         """Run read-only SQL against the catalog views (refreshed first)."""
         self.refresh_catalog()
         with duckdb.connect(str(self.catalog_path), read_only=True) as con:
-            return con.sql(query).df()
+            return frame(con, query)

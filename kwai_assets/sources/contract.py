@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from kwai_assets.core.sql import frame
+
 
 @dataclass(frozen=True)
 class Column:
@@ -97,7 +99,7 @@ def _typed(column: Column) -> str:
 
 
 def _example(con: duckdb.DuckDBPyConnection, relation: str, condition: str, col: str) -> tuple[int, str] | None:
-    n, example = con.sql(
+    n, example = con.execute(
         f"SELECT count(*), any_value(CAST(\"{col}\" AS VARCHAR)) FROM {relation} WHERE {condition}"
     ).fetchall()[0]
     return (n, example) if n else None
@@ -148,7 +150,7 @@ def conform(con: duckdb.DuckDBPyConnection, relation: str, spec: TableSpec, file
         select += [f"{_text(c)} AS \"{c}\"" for c in present if c not in known]
     if problems:
         raise ContractError("\n".join(problems))
-    out = con.sql(f"SELECT {', '.join(select)} FROM {relation}").df()
+    out = frame(con, f"SELECT {', '.join(select)} FROM {relation}")
     return out.astype({c: DTYPES[k] for c, k in _kinds(spec, out.columns).items()})
 
 

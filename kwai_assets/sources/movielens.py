@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 
 from kwai_assets.sources.base import days_of, slice_days
-from kwai_assets.sources.contract import INTERACTIONS, ITEMS, POIS, USERS, TableSpec, conform
+from kwai_assets.sources.contract import INTERACTIONS, ITEMS, USERS, TableSpec, conform
 
 ML100K_GENRES = [
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",

@@ -1,0 +1,49 @@
+"""Timing and peak-memory helpers for the benchmarks (not tests)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass
+class Measure:
+    seconds: float = 0.0
+    peak_rss_gb: float = 0.0
+
+
+@contextmanager
+def measured(interval: float = 0.02) -> Iterator[Measure]:
+    """Wall time and the process's peak resident memory while the block runs (sampled)."""
+    process, result, done = psutil.Process(), Measure(), threading.Event()
+    peak = [process.memory_info().rss]
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result.seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        result.peak_rss_gb = max(peak[0], process.memory_info().rss) / 2**30
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table, ready for the README."""
+    def fmt(v: object) -> str:
+        return f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
