@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export KWAI_HOME    ?= $(CURDIR)/.kwai
-export DAGSTER_HOME ?= $(KWAI_HOME)/dagster
+export DAGSTER_HOME := $(KWAI_HOME)/dagster
 DEFS       := -m kwai_assets.definitions
 IN_PROCESS := --config-json '{"execution": {"config": {"in_process": {}}}}'
 LOG        := $(KWAI_HOME)/logs
@@ -21,12 +21,12 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME) $(LOG)
+	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
 # Fresh machine -> every asset materialized on the embedded synthetic source, then a summary.
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	@range=$$($(BIN)/kwai days) || exit 1; \
+	@mkdir -p $(LOG); range=$$($(BIN)/kwai days) || exit 1; \
 	echo "materializing raw_interactions for $$range (log: $(LOG)/ingest.log)"; \
 	$(BIN)/dagster asset materialize $(DEFS) --select raw_interactions --partition-range $$range $(IN_PROCESS) \
 		> $(LOG)/ingest.log 2>&1 || { tail -40 $(LOG)/ingest.log; exit 1; }
