@@ -61,6 +61,8 @@ PRESETS = {
     "tiny": Preset(users=300, pois=96, items=600, categories=8, districts_per_city=3, days=14, clicks_per_user_day=4.0),
     "small": Preset(users=3_000, pois=480, items=4_000, categories=12, districts_per_city=5, days=30,
                     clicks_per_user_day=1.1),
+    "medium": Preset(users=50_000, pois=3_000, items=20_000, categories=16, districts_per_city=8, days=30,
+                     clicks_per_user_day=0.8),
     "large": Preset(users=100_000, pois=6_000, items=40_000, categories=20, districts_per_city=10, days=30,
                     clicks_per_user_day=1.0),
 }
@@ -148,7 +150,7 @@ class SyntheticSource:
         poi = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(n), 1.5)
         item = w["poi_item_start"][poi] + _skewed(w["poi_item_count"][poi], rng.random(n), 2.0)
         trend = rng.random(n) < self.p_trending
-        item[trend] = w["trending"][_skewed(np.full(trend.sum(), p.items), rng.random(trend.sum()), 4.0)]
+        item[trend] = w["trending"][_skewed(np.full(trend.sum(), p.items), rng.random(trend.sum()), 2.0)]
         poi[trend] = w["item_poi"][item[trend]]
         lat, lon = (w["poi_xy"][poi] + rng.normal(0, 0.0005, (n, 2))).T
 
