@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from kwai_assets.assets import evaluate, ingest, prepare
+from kwai_assets.assets import evaluate, graph, ingest, prepare
 from kwai_assets.io.resources import MLflowTracking, ParquetIOManager, SourceResource, WarehouseResource
 from kwai_assets.settings import Settings
 
@@ -19,14 +19,14 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 settings = Settings.from_env()
-modules = [ingest, prepare, evaluate]
+modules = [ingest, prepare, graph, evaluate]
 
 # Everything, for one day: the schedule asks for yesterday's raw_interactions
 # partition and rebuilds what depends on it.
-daily_refresh = dg.define_asset_job("daily_refresh", selection=dg.AssetSelection.groups("ingest", "prepare", "evaluate"))
+daily_refresh = dg.define_asset_job("daily_refresh", selection=dg.AssetSelection.groups("ingest", "prepare", "graph", "evaluate"))
 # Everything but the partitioned raw logs: rebuild from the days already stored.
 rebuild = dg.define_asset_job(
-    "rebuild", selection=dg.AssetSelection.groups("ingest", "prepare", "evaluate") - dg.AssetSelection.assets("raw_interactions"))
+    "rebuild", selection=dg.AssetSelection.groups("ingest", "prepare", "graph", "evaluate") - dg.AssetSelection.assets("raw_interactions"))
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(modules),

@@ -33,7 +33,7 @@ def test_clean_interactions_reports_each_step(built):
 def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
     settings, result = built
     table = warehouse.read("evaluation")
-    assert set(table["model"]) == {"popularity"}
+    assert set(table["model"]) == {"popularity", "swing_item_knn"}
     assert set(table["k"]) == {10, 20, 50} and set(table["metric"]) == {"recall", "ndcg", "hr", "mrr"}
     assert table["value"].between(0, 1).all()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata
@@ -42,7 +42,7 @@ def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
 
     run = mlflow.MlflowClient(settings.mlflow_uri).get_run(meta["mlflow_run_id"].value)
     assert run.data.metrics["popularity.ndcg_at_20"] == pytest.approx(
-        table.query("metric == 'ndcg' and k == 20")["value"].item())
+        table.query("model == 'popularity' and metric == 'ndcg' and k == 20")["value"].item())
 
 
 def test_splits_never_put_later_interactions_in_train(warehouse):
@@ -114,3 +114,16 @@ def test_bad_files_fail_with_a_clear_message_and_keep_the_previous_parquet(tmp_p
     assert "interactions.csv: column 'lat' has 1 values outside [-90, 90], e.g. '930.5'" in message
     assert (sha(users_path), sha(day_path)) == good
     assert not list(wh.root.rglob("*.tmp"))
+
+
+def test_swing_item_knn_beats_popularity(warehouse):
+    table = warehouse.read("evaluation").set_index(["model", "metric", "k"])["value"]
+    for metric in ("ndcg", "recall"):
+        assert table["swing_item_knn", metric, 20] > 1.1 * table["popularity", metric, 20], metric
+
+
+def test_positive_pairs_come_from_train_only(warehouse):
+    splits, pairs = warehouse.read("splits"), warehouse.read("item_positive_pairs")
+    train_items = set(splits.loc[splits.split == "train", "item_idx"])
+    assert set(pairs["src"]) <= train_items and set(pairs["dst"]) <= train_items
+    assert len(warehouse.read("user_positive_pairs")) > 0

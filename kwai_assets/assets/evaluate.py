@@ -9,10 +9,13 @@ import pandas as pd
 
 from kwai_assets.core.baselines import popularity
 from kwai_assets.core.evaluation import KS, EvalData, Recommender, evaluate_all, markdown_table
+from kwai_assets.core.knn import item_knn
+from kwai_assets.core.reid import index_sizes
 from kwai_assets.io.resources import MLflowTracking
 
 RECOMMENDERS: list[Recommender] = [
     Recommender("popularity", popularity),
+    Recommender("swing_item_knn", item_knn, ("item_positive_pairs",)),
 ]
 
 
@@ -29,8 +32,8 @@ class EvaluationConfig(dg.Config):
 def evaluation(config: EvaluationConfig, mlflow: MLflowTracking, splits: pd.DataFrame, id_maps: pd.DataFrame,
                **model_inputs: object) -> dg.Output[pd.DataFrame]:
     """(model, metric, k, value, users): full ranking on the test split, train and val items excluded."""
-    sizes = id_maps.groupby("entity")["idx"].max()
-    data = EvalData.from_splits(splits, n_users=int(sizes["user"]) + 1, n_items=int(sizes["item"]) + 1)
+    sizes = index_sizes(id_maps)
+    data = EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"])
     table = evaluate_all(RECOMMENDERS, data, model_inputs, ks=tuple(config.ks), batch_size=config.batch_size)
     markdown = markdown_table(table)
     with mlflow.start_run("evaluation", tags={"asset": "evaluation"}) as run:

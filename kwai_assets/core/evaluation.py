@@ -50,16 +50,17 @@ class EvalData:
     def from_splits(cls, splits: pd.DataFrame, n_users: int | None = None, n_items: int | None = None) -> EvalData:
         n_users = n_users or int(splits["user_idx"].max()) + 1
         n_items = n_items or int(splits["item_idx"].max()) + 1
+        return cls(*(interaction_matrix(splits, name, n_users, n_items) for name in ("train", "val", "test")))
 
-        def matrix(name: str) -> sp.csr_matrix:
-            part = splits[splits["split"] == name]
-            ones = np.ones(len(part), dtype=np.float32)
-            m = sp.csr_matrix((ones, (part["user_idx"], part["item_idx"])), shape=(n_users, n_items))
-            m.sum_duplicates()
-            m.data[:] = 1.0
-            return m
 
-        return cls(matrix("train"), matrix("val"), matrix("test"))
+def interaction_matrix(splits: pd.DataFrame, split: str, n_users: int, n_items: int) -> sp.csr_matrix:
+    """Binary users x items matrix of one split (repeat interactions count once)."""
+    part = splits[splits["split"] == split]
+    ones = np.ones(len(part), dtype=np.float32)
+    m = sp.csr_matrix((ones, (part["user_idx"], part["item_idx"])), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
 
 
 def _device() -> torch.device:

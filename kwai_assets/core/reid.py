@@ -51,3 +51,9 @@ def extend_id_maps(previous: pd.DataFrame | None, ids: dict[str, list[str]]) -> 
     out = pd.concat(parts, ignore_index=True)
     out["generation"] = out["generation"].astype("int64")
     return out.sort_values(["entity", "idx"], kind="stable").reset_index(drop=True)
+
+
+def index_sizes(id_maps: pd.DataFrame) -> dict[str, int]:
+    """entity -> size of its index space (max idx + 1, padding included)."""
+    top = id_maps.groupby("entity")["idx"].max()
+    return {entity: int(top.get(entity, 0)) + 1 for entity in ENTITIES}
