@@ -9,7 +9,7 @@ IN_PROCESS := --config-json '{"execution": {"config": {"in_process": {}}}}'
 LOG        := $(KWAI_HOME)/logs
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
-.PHONY: install demo demo-movielens ui test bench-prepare clean
+.PHONY: install demo demo-movielens ui test bench-prepare bench-swing clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,3 +53,6 @@ bench-prepare: install
 
 clean:
 	rm -rf .kwai .kwai-ml100k
+
+bench-swing: install
+	$(BIN)/python benchmarks/bench_swing.py

@@ -14,6 +14,7 @@ import psutil
 class Measure:
     seconds: float = 0.0
     peak_rss_gb: float = 0.0
+    start_rss_gb: float = 0.0
 
 
 @contextmanager
@@ -21,6 +22,7 @@ def measured(interval: float = 0.02) -> Iterator[Measure]:
     """Wall time and the process's peak resident memory while the block runs (sampled)."""
     process, result, done = psutil.Process(), Measure(), threading.Event()
     peak = [process.memory_info().rss]
+    result.start_rss_gb = peak[0] / 2**30
 
     def sample() -> None:
         while not done.is_set():

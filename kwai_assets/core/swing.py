@@ -13,15 +13,20 @@ How it is computed, exactly and without a Python loop over pairs:
    each (u, i) of the block, the users v > u of item i (a gather from the CSC
    of the matrix). Sorting the pair keys groups the triples by pair, which
    gives |I_u ∩ I_v| as the group size and a sparse pair x item matrix Q whose
-   row (u, v) is I_u ∩ I_v, weighted by the pair's weight.
+   row (u, v) is I_u ∩ I_v, weighted by the pair's weight. Pairs that share a
+   single item are dropped there: they add to no sim(i, j) with i != j, and on
+   real data they are most pairs.
 2. sim = Q^T diag(w) Q without its diagonal, computed in row blocks of items
    (a sparse product each), keeping the top-k of every row before the next.
 
-Cost and memory: step 1 touches T = sum_i |U_i| (|U_i| - 1) / 2 triples (the
-non-zeros of Q, 12 bytes each); step 2 does W = sum over pairs of
+Cost and memory: step 1 touches T = sum_i |U_i| (|U_i| - 1) / 2 triples, one
+block of users at a time, and keeps those of pairs sharing two or more items
+(the non-zeros of Q); step 2 does W = sum over pairs of
 |I_u ∩ I_v|^2 multiply-adds, the "work" reported in the stats, which is the
-arithmetic of the definition itself. Peak memory is about 2 x 12 T bytes
-(Q and its transpose) plus one item block of output; nothing of size
+arithmetic of the definition itself. Memory grows with nnz(Q): about 17
+bytes each (Q with its float64 weights, the int8 pattern of its transpose),
+plus one block of user triples (~`block_triples` x 60 bytes) and one block of
+item rows of output (~`block_outputs` x 12 bytes); nothing of size
 users x users or items x items is ever dense.
 
 Exact means exact: the same float64 sums as the definition, and sim(i, j) and
@@ -42,7 +47,8 @@ class SwingStats:
     columns: int
     interactions: int          # non-zeros after binarising and the history cap
     pairs: int                 # unordered row pairs with at least one shared column
-    triples: int               # (pair, shared column) triples = nnz(Q)
+    pairs_used: int            # those sharing two or more (the only ones that add to a sim)
+    triples: int               # (pair, shared column) triples of the pairs used = nnz(Q)
     work: int                  # sum over pairs of |I_u ∩ I_v|^2
     output_pairs: int
 
@@ -80,17 +86,15 @@ def _gather_segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def pair_matrix(a: sp.csr_matrix, alpha: float = 1.0, user_weight: bool = False,
-                block_triples: int = 5_000_000) -> tuple[sp.csr_matrix, int]:
-    """Q: one row per unordered row pair sharing a column, holding the pair weight
-    on the shared columns. Also returns the work count sum |I_u ∩ I_v|^2."""
+                block_triples: int = 5_000_000) -> tuple[sp.csr_matrix, int, int]:
+    """Q: one row per unordered row pair sharing at least two columns, holding the
+    pair weight on the shared columns (a pair sharing one column adds to no sim(i, j),
+    i != j). Also returns the number of pairs sharing any column and the work count
+    sum |I_u ∩ I_v|^2 over them."""
     n_rows, n_cols = a.shape
     col_major = a.T.tocsr()                       # column -> rows, sorted
     col_degree = np.diff(col_major.indptr).astype(np.int64)
     row_weight = 1.0 / np.sqrt(np.maximum(np.diff(a.indptr), 1)) if user_weight else np.ones(n_rows)
-    n_triples = int((col_degree * (col_degree - 1) // 2).sum())
-    pair_of = np.empty(n_triples, dtype=np.int64)
-    col_of = np.empty(n_triples, dtype=np.int32)
-    weight_of = np.empty(n_triples, dtype=np.float64)
     # rank of every entry (u, i) among the rows of column i, so that only rows v > u are gathered
     by_column = np.argsort(a.indices, kind="stable")
     rank = np.empty(a.nnz, dtype=np.int64)
@@ -98,7 +102,7 @@ def pair_matrix(a: sp.csr_matrix, alpha: float = 1.0, user_weight: bool = False,
     later = col_degree[a.indices] - rank - 1      # rows v > u in the entry's column
     bounds = _blocks(np.diff(np.concatenate([[0], np.cumsum(later)])[a.indptr]), block_triples)
 
-    filled, n_pairs, work = 0, 0, 0
+    columns, weights, sizes, pairs, work = [], [], [], 0, 0
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         entries = slice(a.indptr[lo], a.indptr[hi])
         lengths = later[entries]
@@ -114,16 +118,19 @@ def pair_matrix(a: sp.csr_matrix, alpha: float = 1.0, user_weight: bool = False,
         first[1:] = keys[1:] != keys[:-1]
         starts = np.flatnonzero(first)
         shared = np.diff(np.append(starts, len(keys)))
-        pair_keys = keys[starts]
+        pairs, work = pairs + len(starts), work + int((shared ** 2).sum())
+        several = shared >= 2
+        pair_keys, shared = keys[starts[several]], shared[several]
         weight = row_weight[pair_keys // n_rows] * row_weight[pair_keys % n_rows] / (alpha + shared)
-        end = filled + len(keys)
-        pair_of[filled:end] = np.cumsum(first) - 1 + n_pairs
-        col_of[filled:end] = cols
-        weight_of[filled:end] = np.repeat(weight, shared)
-        filled, n_pairs, work = end, n_pairs + len(starts), work + int((shared ** 2).sum())
-    indptr = np.zeros(n_pairs + 1, dtype=np.int64)
-    np.cumsum(np.bincount(pair_of, minlength=n_pairs), out=indptr[1:])
-    return sp.csr_matrix((weight_of, col_of, indptr), shape=(n_pairs, n_cols)), work
+        columns.append(cols[np.repeat(several, np.diff(np.append(starts, len(keys))))])
+        weights.append(np.repeat(weight, shared))
+        sizes.append(shared)
+    shared = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(shared)])
+    q = sp.csr_matrix((np.concatenate(weights) if weights else np.zeros(0),
+                       np.concatenate(columns) if columns else np.zeros(0, dtype=np.int32), indptr),
+                      shape=(len(shared), n_cols))
+    return q, pairs, work
 
 
 def _blocks(cost: np.ndarray, budget: float) -> list[int]:
@@ -167,9 +174,9 @@ def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight:
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     a = binarize(matrix, max_history, seed)
-    q, work = pair_matrix(a, alpha, user_weight, block_triples)
-    q_t = q.T.tocsr()                             # sorted: rows of q are in pair order
-    q_t.data[:] = 1.0                             # the pattern; the weights live in q
+    q, n_pairs, work = pair_matrix(a, alpha, user_weight, block_triples)
+    # the pattern of q^T (int8: the weights live in q), sorted because q's rows are in pair order
+    q_t = sp.csr_matrix((np.ones(q.nnz, dtype=np.int8), q.indices, q.indptr), shape=q.shape).T.tocsr()
     n_cols = a.shape[1]
     rows_per_block = max(1, int(block_outputs // max(n_cols, 1)))
     src, dst, score = [], [], []
@@ -178,13 +185,13 @@ def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight:
         s, d, v = _top_k_rows(block, lo, top_k)
         src.append(s), dst.append(d), score.append(v)
     pairs = pd.DataFrame({"src": np.concatenate(src), "dst": np.concatenate(dst), "score": np.concatenate(score)})
-    stats = SwingStats(rows=a.shape[0], columns=n_cols, interactions=a.nnz, pairs=q.shape[0], triples=q.nnz,
+    stats = SwingStats(rows=a.shape[0], columns=n_cols, interactions=a.nnz, pairs=n_pairs, pairs_used=q.shape[0],
+                       triples=q.nnz,
                        work=work, output_pairs=len(pairs))
     return pairs, stats
 
 
 def columns_with_neighbours(matrix: sp.spmatrix, max_history: int | None = None, seed: int = 0) -> np.ndarray:
     """Columns i with sim(i, j) > 0 for some j: two rows share i and at least one other column."""
-    q, _ = pair_matrix(binarize(matrix, max_history, seed))
-    rich = np.flatnonzero(np.diff(q.indptr) >= 2)
-    return np.unique(q[rich].indices)
+    q, _, _ = pair_matrix(binarize(matrix, max_history, seed))
+    return np.unique(q.indices)
