@@ -7,6 +7,7 @@ export DAGSTER_HOME := $(KWAI_HOME)/dagster
 DEFS       := -m kwai_assets.definitions
 IN_PROCESS := --config-json '{"execution": {"config": {"in_process": {}}}}'
 LOG        := $(KWAI_HOME)/logs
+SHARDED    := *_profiles or key:*_llm_embeddings
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
 .PHONY: install demo demo-movielens ui test bench-prepare bench-swing clean
@@ -30,9 +31,14 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	echo "materializing raw_interactions for $$range (log: $(LOG)/ingest.log)"; \
 	$(BIN)/dagster asset materialize $(DEFS) --select raw_interactions --partition-range $$range $(IN_PROCESS) \
 		> $(LOG)/ingest.log 2>&1 || { tail -40 $(LOG)/ingest.log; exit 1; }
-	@echo "materializing everything else (log: $(LOG)/rebuild.log)"
-	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions' $(IN_PROCESS) \
-		> $(LOG)/rebuild.log 2>&1 || { tail -40 $(LOG)/rebuild.log; exit 1; }
+	@echo "materializing everything else but the LLM shards (log: $(LOG)/rebuild.log)"
+	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions and not key:$(SHARDED)' \
+		$(IN_PROCESS) > $(LOG)/rebuild.log 2>&1 || { tail -40 $(LOG)/rebuild.log; exit 1; }
+	@for shard in $$($(BIN)/kwai shards); do \
+		echo "materializing LLM profiles and embeddings, shard $$shard (log: $(LOG)/llm-$$shard.log)"; \
+		$(BIN)/dagster asset materialize $(DEFS) --select 'key:$(SHARDED)' --partition $$shard $(IN_PROCESS) \
+			> $(LOG)/llm-$$shard.log 2>&1 || { tail -40 $(LOG)/llm-$$shard.log; exit 1; }; \
+	done
 	@$(BIN)/kwai summary
 
 # The same on MovieLens-100k (fetched once from a package registry; the data is never committed).

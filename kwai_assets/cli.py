@@ -3,6 +3,7 @@
     kwai sql "select split, count(*) from splits group by 1"
     kwai summary
     kwai days            # START...END of the configured source, for --partition-range
+    kwai shards          # the static partitions of the LLM assets
     kwai catalog         # (re)build catalog.duckdb views for the duckdb CLI
 """
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sql", help="run SQL against one view per asset").add_argument("query")
     sub.add_parser("summary", help="rows per asset, the evaluation table, where things are")
     sub.add_parser("days", help="first...last day of the configured source")
+    sub.add_parser("shards", help="partition keys of the LLM assets")
     sub.add_parser("catalog", help="rebuild catalog.duckdb views")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"set KWAI_START_DATE={first}", file=sys.stderr)
             return 2
         print(f"{first}...{last}")
+    elif args.command == "shards":
+        print(" ".join(str(s) for s in range(settings.llm_shards)))
     elif args.command == "catalog":
         print("views: " + ", ".join(wh.refresh_catalog()))
     return 0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from kwai_assets.assets import evaluate, graph, ingest, prepare
-from kwai_assets.io.resources import MLflowTracking, ParquetIOManager, SourceResource, WarehouseResource
+from kwai_assets.assets import evaluate, graph, ingest, llm, prepare
+from kwai_assets.io.resources import LLMResource, MLflowTracking, ParquetIOManager, SourceResource, WarehouseResource
 from kwai_assets.settings import Settings
 
 
@@ -15,11 +15,12 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "source": SourceResource(kind=settings.source, preset=settings.preset, seed=settings.seed,
                                  start_date=settings.start_date, data_dir=settings.data_dir),
         "mlflow": MLflowTracking(tracking_uri=settings.mlflow_uri, artifact_location=str(settings.mlflow_artifacts)),
+        "llm": LLMResource(backend=settings.llm_backend, model=settings.llm_model, cache_dir=str(settings.llm_cache)),
     }
 
 
 settings = Settings.from_env()
-modules = [ingest, prepare, graph, evaluate]
+modules = [ingest, prepare, graph, llm, evaluate]
 
 # Everything, for one day: the schedule asks for yesterday's raw_interactions
 # partition and rebuilds what depends on it.
@@ -27,11 +28,13 @@ daily_refresh = dg.define_asset_job("daily_refresh", selection=dg.AssetSelection
 # Everything but the partitioned raw logs: rebuild from the days already stored.
 rebuild = dg.define_asset_job(
     "rebuild", selection=dg.AssetSelection.groups("ingest", "prepare", "graph", "evaluate") - dg.AssetSelection.assets("raw_interactions"))
+# Prompts, profiles and embeddings, one run per shard: a backfill of every shard queues on the `gpu` pool.
+llm_profiles = dg.define_asset_job("llm_profiles", selection=dg.AssetSelection.groups("llm"))
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(modules),
     asset_checks=dg.load_asset_checks_from_modules(modules),
-    jobs=[daily_refresh, rebuild],
+    jobs=[daily_refresh, rebuild, llm_profiles],
     schedules=[dg.build_schedule_from_partitioned_job(daily_refresh, hour_of_day=2, minute_of_hour=0)],
     resources=build_resources(settings),
 )

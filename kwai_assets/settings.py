@@ -20,6 +20,9 @@ class Settings:
     data_dir: str              # KWAI_DATA_DIR: directory of the files / movielens source
     start_date: str            # KWAI_START_DATE: first daily partition of raw_interactions
     seed: int                  # KWAI_SEED: synthetic generator seed
+    llm_backend: str = "template"   # KWAI_LLM_BACKEND: template | transformers | vllm
+    llm_model: str = ""             # KWAI_LLM_MODEL: local Hugging Face model directory
+    llm_shards: int = 4             # KWAI_LLM_SHARDS: static partitions of the LLM assets
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -31,6 +34,9 @@ class Settings:
             data_dir=env.get("KWAI_DATA_DIR", ""),
             start_date=env.get("KWAI_START_DATE", "2026-01-01"),
             seed=int(env.get("KWAI_SEED", "7")),
+            llm_backend=env.get("KWAI_LLM_BACKEND", "template"),
+            llm_model=env.get("KWAI_LLM_MODEL", ""),
+            llm_shards=int(env.get("KWAI_LLM_SHARDS", "4")),
         )
 
     @property
@@ -44,6 +50,10 @@ class Settings:
     @property
     def mlflow_uri(self) -> str:
         return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def llm_cache(self) -> Path:
+        return self.home / "cache" / "llm"
 
     @property
     def mlflow_artifacts(self) -> Path:

@@ -13,6 +13,8 @@ from kwai_assets.settings import Settings
 
 ALL = list(defs.assets) + list(defs.asset_checks)
 RAW = dg.AssetSelection.assets("raw_interactions")
+SHARDED = dg.AssetSelection.assets("user_profiles", "item_profiles", "user_llm_embeddings", "item_llm_embeddings")
+SHARDS = [str(s) for s in range(4)]
 
 
 def tiny_settings(home: Path, **changes: object) -> Settings:
@@ -27,8 +29,15 @@ def ingest(settings: Settings, first: str, last: str, **kwargs: object) -> dg.Ex
 
 
 def build_rest(settings: Settings, **kwargs: object) -> dg.ExecuteInProcessResult:
-    """Everything downstream of (and beside) raw_interactions."""
-    return dg.materialize(ALL, resources=build_resources(settings), selection=dg.AssetSelection.all() - RAW, **kwargs)
+    """Everything downstream of (and beside) raw_interactions, but the LLM shards."""
+    return dg.materialize(ALL, resources=build_resources(settings), selection=dg.AssetSelection.all() - RAW - SHARDED,
+                          **kwargs)
+
+
+def build_shard(settings: Settings, shard: str, resources: dict | None = None, **kwargs: object) -> dg.ExecuteInProcessResult:
+    """Profiles and embeddings of one shard (template backend unless `resources` says otherwise)."""
+    return dg.materialize(ALL, resources={**build_resources(settings), **(resources or {})}, selection=SHARDED,
+                          partition_key=shard, **kwargs)
 
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -42,6 +51,8 @@ def built(tmp_path_factory) -> tuple[Settings, dg.ExecuteInProcessResult]:
     assert ingest(settings, "2026-01-01", "2026-01-14").success
     result = build_rest(settings)
     assert result.success
+    for shard in SHARDS:
+        assert build_shard(settings, shard).success
     return settings, result
 
 

@@ -1,15 +1,20 @@
-"""Dagster resources: the Parquet IO manager, the warehouse, the source, MLflow."""
+"""Dagster resources: the Parquet IO manager, the warehouse, the source, MLflow, the LLM."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
 
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.sources import Source, open_source
+
+if TYPE_CHECKING:
+    from kwai_assets.llm.backends import Backend
+    from kwai_assets.llm.cache import GenerationCache
 
 
 def _asset_name(key: dg.AssetKey) -> str:
@@ -19,9 +24,10 @@ def _asset_name(key: dg.AssetKey) -> str:
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores every asset as Parquet in the warehouse (atomic writes).
 
-    A run over a partition range hands over one DataFrame with a `pdate`
-    column; it is split into one file per partition key, empty days included,
-    so every requested partition is materialized. Loading a partitioned asset
+    A run over several partitions hands over one DataFrame holding the
+    column named by the asset's `partition_expr` metadata (`pdate`, `shard`);
+    it is split into one file per partition key, empty ones included, so every
+    requested partition is materialized. Loading a partitioned asset
     into an unpartitioned one concatenates the stored partitions.
     """
 
@@ -42,9 +48,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             if len(keys) == 1:
                 path = self.warehouse.write(obj, name, keys[0])
             else:
-                if "pdate" not in obj.columns:
-                    raise ValueError(f"{name}: a multi-partition output needs a 'pdate' column to split on")
-                groups = dict(tuple(obj.groupby("pdate", sort=False)))
+                column = (context.definition_metadata or {}).get("partition_expr", "pdate")
+                if column not in obj.columns:
+                    raise ValueError(f"{name}: a multi-partition output needs a '{column}' column to split on")
+                groups = dict(tuple(obj.groupby(obj[column].astype(str), sort=False)))
                 path = None
                 for key in keys:
                     path = self.warehouse.write(groups.get(key, obj.iloc[:0]), name, key)
@@ -105,3 +112,26 @@ class MLflowTracking(dg.ConfigurableResource):
             experiment_id = experiment.experiment_id
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
             yield run
+
+
+class LLMResource(dg.ConfigurableResource):
+    """Which LLM writes the profiles and embeds them (see kwai_assets/llm/backends.py)."""
+
+    backend: str = "template"
+    model: str = ""
+    batch_size: int = 64
+    max_new_tokens: int = 256
+    seed: int = 0
+    embedding_dim: int = 128          # template encoder only; model backends use the hidden size
+    cache_dir: str
+
+    def open(self) -> "Backend":
+        from kwai_assets.llm.backends import open_backend
+
+        return open_backend(self.backend, self.model, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                            seed=self.seed, embedding_dim=self.embedding_dim)
+
+    def cache(self) -> "GenerationCache":
+        from kwai_assets.llm.cache import GenerationCache
+
+        return GenerationCache(self.cache_dir)

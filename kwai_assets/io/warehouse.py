@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +25,31 @@ import pyarrow.parquet as pq
 from kwai_assets.core.sql import frame
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def to_arrow(df: pd.DataFrame) -> pa.Table:
+    """DataFrame -> Arrow; a column of equal-length numpy vectors becomes a fixed-size float32 list."""
+    columns = {}
+    for name in df.columns:
+        values = df[name]
+        if len(values) and isinstance(values.iloc[0], np.ndarray):
+            flat = np.concatenate(values.to_list()).astype(np.float32)
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), len(values.iloc[0]))
+        else:
+            columns[name] = pa.Array.from_pandas(values)
+    return pa.table(columns)
+
+
+def write_parquet_atomic(df: pd.DataFrame, target: Path) -> Path:
+    """Write to a temporary file beside `target`, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(to_arrow(df), tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 class Warehouse:
@@ -52,16 +78,8 @@ class Warehouse:
 
     # -- write / read --------------------------------------------------------
     def write(self, df: pd.DataFrame, asset: str, partition: str | None = None) -> Path:
-        """Atomically write `df` as the asset (partition): temp file, then rename."""
-        target = self.path(asset, partition)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return target
+        """Atomically write `df` as the asset (partition)."""
+        return write_parquet_atomic(df, self.path(asset, partition))
 
     def read(self, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
         """Read an unpartitioned asset, or the listed partitions of a partitioned one.

@@ -6,14 +6,17 @@ be generated on its own and in any order (daily partitions, backfills, the
 schedule asking for yesterday).
 
 Planted structure that tests and models can recover:
-- every user has a home district and a Dirichlet taste over categories;
-  a click picks a category from the taste, then a POI of that category, in the
-  home district with probability ``p_home`` (lower on weekends), else anywhere;
+- every user has a home (a district and a point in it) and a Dirichlet taste
+  over categories; a click picks a category from the taste, then a POI of
+  that category, in the home district with probability ``p_home`` (lower on
+  weekends), else mostly in another district of the same city;
 - every photo belongs to one POI and has that POI's category; within a POI
   photos and within a district POIs have skewed (power-law) popularity;
 - a fraction ``p_trending`` of clicks go to globally trending photos (a
   power law over all photos, wherever the user is), the part of the feed
   that a popularity baseline captures;
+- a click's coordinates are where the user is: at the POI for a local click,
+  at home for a trending photo;
 - every user has a preferred hour of the day around which most clicks fall.
 
 Like real client logs the stream is dirty: a fraction ``dirt`` of rows lose
@@ -120,6 +123,7 @@ class SyntheticSource:
 
         trending = rng.permutation(p.items)   # global popularity order of photos
         users_district = rng.integers(0, n_districts, p.users)
+        user_home = centers[users_district] + rng.normal(0, 0.01, (p.users, 2))
         taste = rng.dirichlet(np.full(p.categories, 0.3), p.users)
         activity = rng.lognormal(0.0, 0.7, p.users)
         activity *= p.clicks_per_user_day / activity.mean()
@@ -128,7 +132,7 @@ class SyntheticSource:
             "poi_district": poi_district, "poi_category": poi_category, "poi_xy": poi_xy,
             "cell_start": cell_start, "cell_count": cell_count,
             "item_poi": item_poi, "trending": trending, "poi_item_start": poi_item_start, "poi_item_count": poi_item_count,
-            "user_district": users_district, "user_taste_cdf": np.cumsum(taste, axis=1), "user_taste": taste,
+            "user_district": users_district, "user_home": user_home, "user_taste_cdf": np.cumsum(taste, axis=1), "user_taste": taste,
             "user_activity": activity, "user_hour": rng.choice([8.0, 12.5, 18.5, 21.5], p.users),
             "user_ids": _ids("u", p.users, rng), "item_ids": _ids("p", p.items, rng), "poi_ids": _ids("l", p.pois, rng),
         }
@@ -145,14 +149,18 @@ class SyntheticSource:
         category = np.minimum(category, p.categories - 1)
         p_home = self.p_home - (0.2 if day.weekday() >= 5 else 0.0)
         n_districts = len(w["centers"])
-        district = np.where(rng.random(n) < p_home, w["user_district"][user], rng.integers(0, n_districts, n))
+        home = w["user_district"][user]
+        same_city = home - home % p.districts_per_city + rng.integers(0, p.districts_per_city, n)
+        away = np.where(rng.random(n) < 0.8, same_city, rng.integers(0, n_districts, n))
+        district = np.where(rng.random(n) < p_home, home, away)
         cell = district * p.categories + category
         poi = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(n), 1.5)
         item = w["poi_item_start"][poi] + _skewed(w["poi_item_count"][poi], rng.random(n), 2.0)
         trend = rng.random(n) < self.p_trending
         item[trend] = w["trending"][_skewed(np.full(trend.sum(), p.items), rng.random(trend.sum()), 2.0)]
         poi[trend] = w["item_poi"][item[trend]]
-        lat, lon = (w["poi_xy"][poi] + rng.normal(0, 0.0005, (n, 2))).T
+        where = np.where(trend[:, None], w["user_home"][user], w["poi_xy"][poi])
+        lat, lon = (where + rng.normal(0, 0.0005, (n, 2))).T
 
         hour = np.where(rng.random(n) < 0.7, w["user_hour"][user] + rng.normal(0, 1.5, n), rng.uniform(0, 24, n))
         seconds = (np.mod(hour, 24) * 3600).astype(np.int64)

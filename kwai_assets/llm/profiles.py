@@ -1,0 +1,75 @@
+"""Prompts -> profiles (through the cache) -> embeddings."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from kwai_assets.llm.backends import Backend
+from kwai_assets.llm.cache import GenerationCache
+
+
+@dataclass
+class GenerationStats:
+    prompts: int
+    cached: int
+    generated: int
+    tokens_in: int
+    tokens_out: int
+    seconds: float
+    prompts_per_s: float
+    tokens_per_s: float
+
+    def as_metadata(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def generate_profiles(prompts: pd.Series, backend: Backend, cache: GenerationCache,
+                      batch_size: int = 64) -> tuple[pd.DataFrame, GenerationStats]:
+    """profile, tokens_in, tokens_out, cached for every prompt, in the order given.
+
+    Prompts not in the cache are generated in length-sorted batches of
+    `batch_size`, and each batch is written to the cache before the next starts.
+    """
+    identity = backend.identity()
+    keys = [cache.key(identity, p) for p in prompts]
+    found = cache.get(list(dict.fromkeys(keys))).set_index("key")
+    todo = {k: p for k, p in zip(keys, prompts, strict=True) if k not in found.index}
+    order = sorted(todo, key=lambda k: (len(todo[k]), k))
+    start, tokens_in, tokens_out = time.perf_counter(), 0, 0
+    fresh = []
+    for lo in range(0, len(order), batch_size):
+        batch = order[lo:lo + batch_size]
+        generations = backend.generate([todo[k] for k in batch])
+        rows = pd.DataFrame({"key": batch, "text": [g.text for g in generations],
+                             "tokens_in": [g.tokens_in for g in generations],
+                             "tokens_out": [g.tokens_out for g in generations]})
+        cache.put(rows)
+        fresh.append(rows)
+        tokens_in += int(rows["tokens_in"].sum())
+        tokens_out += int(rows["tokens_out"].sum())
+    seconds = time.perf_counter() - start
+    cache.compact()
+    table = pd.concat([found.reset_index(), *fresh], ignore_index=True).set_index("key")
+    out = table.loc[keys, ["text", "tokens_in", "tokens_out"]].rename(columns={"text": "profile"}).reset_index(drop=True)
+    out["cached"] = [k not in todo for k in keys]
+    stats = GenerationStats(prompts=len(keys), cached=int(out["cached"].sum()), generated=len(todo),
+                            tokens_in=tokens_in, tokens_out=tokens_out, seconds=round(seconds, 3),
+                            prompts_per_s=round(len(todo) / seconds, 1) if seconds > 0 else 0.0,
+                            tokens_per_s=round(tokens_out / seconds, 1) if seconds > 0 else 0.0)
+    return out, stats
+
+
+def embed_profiles(texts: list[str], backend: Backend) -> np.ndarray:
+    """One float32 vector per text; rows with non-finite values are an error, not a silent NaN."""
+    vectors = backend.embed(texts)
+    if len(texts) and not np.isfinite(vectors).all():
+        raise FloatingPointError(f"{backend.kind} produced non-finite embeddings")
+    return vectors
+
+
+def shard_of(index: pd.Series | np.ndarray, shards: int) -> np.ndarray:
+    """Stable shard of an entity index: Knuth's multiplicative hash, mod `shards`."""
+    return ((np.asarray(index, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(2**32) % np.uint64(shards)).astype(np.int64)
