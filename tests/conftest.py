@@ -34,9 +34,10 @@ def build_rest(settings: Settings, **kwargs: object) -> dg.ExecuteInProcessResul
                           **kwargs)
 
 
-def build_shard(settings: Settings, shard: str, resources: dict | None = None, **kwargs: object) -> dg.ExecuteInProcessResult:
+def build_shard(settings: Settings, shard: str, resources: dict | None = None,
+                selection: dg.AssetSelection = SHARDED, **kwargs: object) -> dg.ExecuteInProcessResult:
     """Profiles and embeddings of one shard (template backend unless `resources` says otherwise)."""
-    return dg.materialize(ALL, resources={**build_resources(settings), **(resources or {})}, selection=SHARDED,
+    return dg.materialize(ALL, resources={**build_resources(settings), **(resources or {})}, selection=selection,
                           partition_key=shard, **kwargs)
 
 

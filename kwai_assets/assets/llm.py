@@ -67,6 +67,7 @@ def _llm_group(entity: str) -> list:
                             "max_new_tokens": llm.max_new_tokens, "shard": context.partition_key})
             mlf.log_metrics(stats.as_metadata())
         return dg.Output(out, metadata={**stats.as_metadata(), "backend": backend.identity(),
+                                        "empty_profiles": int((out["profile"].str.strip() == "").sum()),
                                         "mlflow_run_id": run.info.run_id})
 
     @dg.asset(name=embeddings_name, group_name="llm", partitions_def=SHARDS, pool="gpu", kinds={"pytorch", "parquet"},

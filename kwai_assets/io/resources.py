@@ -125,13 +125,13 @@ class LLMResource(dg.ConfigurableResource):
     embedding_dim: int = 128          # template encoder only; model backends use the hidden size
     cache_dir: str
 
-    def open(self) -> "Backend":
+    def open(self) -> Backend:
         from kwai_assets.llm.backends import open_backend
 
         return open_backend(self.backend, self.model, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
                             seed=self.seed, embedding_dim=self.embedding_dim)
 
-    def cache(self) -> "GenerationCache":
+    def cache(self) -> GenerationCache:
         from kwai_assets.llm.cache import GenerationCache
 
         return GenerationCache(self.cache_dir)

@@ -7,9 +7,9 @@
   batches with left padding, greedy decoding, bf16 on CUDA, float32 on CPU.
   Embedding = mean of the last hidden state over the prompt's tokens.
 - ``template``: offline and deterministic: a natural-language profile written
-  from the prompt's JSON, and a weight-free encoder (hashed word and bigram
-  counts, sublinear TF, sparse random projection), so the whole graph runs
-  with no model weights.
+  from the prompt's JSON, and a weight-free, stateless encoder (hashed word
+  and bigram counts, sublinear TF, Gaussian random projection) that puts
+  every shard in the same space, so the whole graph runs with no weights.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def template_profile(prompt: str) -> str:
 class TemplateBackend:
     kind, model = "template", "template-v1"
 
-    def __init__(self, dim: int = 128, seed: int = 0, n_features: int = 2**18):
+    def __init__(self, dim: int = 128, seed: int = 0, n_features: int = 2**15):
         self.dim, self.seed, self.n_features = dim, seed, n_features
 
     def identity(self) -> str:
@@ -104,18 +104,19 @@ class TemplateBackend:
         """Stateless, so every shard lands in the same space: hashing, then a seeded projection."""
         from sklearn.feature_extraction.text import HashingVectorizer
         from sklearn.preprocessing import normalize
-        from sklearn.random_projection import SparseRandomProjection
+        from sklearn.random_projection import GaussianRandomProjection
 
         counts = HashingVectorizer(n_features=self.n_features, ngram_range=(1, 2), alternate_sign=False,
-                                   norm=None, token_pattern=r"(?u)\b\w[\w.,:-]*\b").transform(texts)
+                                   norm=None, stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{2,}\b").transform(texts)
         counts.data = np.log1p(counts.data)
-        projection = SparseRandomProjection(n_components=self.dim, random_state=self.seed, dense_output=True)
+        projection = GaussianRandomProjection(n_components=self.dim, random_state=self.seed)
         projection.fit(counts[:1])            # fixes the random matrix from (n_features, dim, seed) alone
         return normalize(projection.transform(normalize(counts))).astype(np.float32)
 
     def describe_embedding(self) -> str:
-        return (f"hashed word+bigram counts ({self.n_features} buckets, sublinear tf) -> sparse random projection "
-                f"to {self.dim} dims (seed {self.seed}); no model weights")
+        return (f"hashed word and bigram counts ({self.n_features} buckets, English stop words and numbers "
+                f"dropped, sublinear tf) -> Gaussian random projection to {self.dim} dims (seed {self.seed}); "
+                "no model weights")
 
 
 # -- transformers ---------------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class TransformersBackend:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
-            raise ImportError(f"the transformers backend needs torch and transformers: pip install transformers ({err})")
+            raise ImportError(f"the transformers backend needs torch and transformers: pip install transformers ({err})") from err
         self.model, self.batch_size, self.max_new_tokens = str(path), batch_size, max_new_tokens
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -182,8 +183,10 @@ class TransformersBackend:
         return out
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """Mean-pooled last hidden state; an empty text is embedded as the end-of-sequence token."""
         import torch
 
+        texts = [t if t.strip() else self.tokenizer.eos_token for t in texts]
         vectors = [None] * len(texts)
         for batch in self._batches(texts):
             enc = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True).to(self.device)

@@ -53,7 +53,8 @@ def generate_profiles(prompts: pd.Series, backend: Backend, cache: GenerationCac
     seconds = time.perf_counter() - start
     cache.compact()
     table = pd.concat([found.reset_index(), *fresh], ignore_index=True).set_index("key")
-    out = table.loc[keys, ["text", "tokens_in", "tokens_out"]].rename(columns={"text": "profile"}).reset_index(drop=True)
+    out = (table.loc[keys, ["text", "tokens_in", "tokens_out"]].rename(columns={"text": "profile"})
+           .astype({"profile": "str", "tokens_in": "int64", "tokens_out": "int64"}).reset_index(drop=True))
     out["cached"] = [k not in todo for k in keys]
     stats = GenerationStats(prompts=len(keys), cached=int(out["cached"].sum()), generated=len(todo),
                             tokens_in=tokens_in, tokens_out=tokens_out, seconds=round(seconds, 3),

@@ -53,15 +53,19 @@ def document_of(prompt: str) -> dict:
 
 
 def _bounded(task: str, build: Callable[[int, int], dict], config: PromptConfig) -> tuple[dict, str, int]:
-    """Shrink the top-N lists until the prompt fits, keeping whole records."""
+    """Halve the top-N lists (down to none) until the prompt fits, keeping whole records.
+
+    What is left when both lists are empty (profile, home, day parts, hours) is
+    the floor: about 100 tokens, returned even if `max_tokens` is lower.
+    """
     places, categories = config.top_places, config.top_categories
     while True:
         document = build(places, categories)
         prompt = render(task, document)
         tokens = count_tokens(prompt)
-        if tokens <= config.max_tokens or (places <= 1 and categories <= 1):
+        if tokens <= config.max_tokens or (places == 0 and categories == 0):
             return document, prompt, tokens
-        places, categories = max(1, places // 2), max(1, categories // 2)
+        places, categories = places // 2, categories // 2
 
 
 def _cell(lat: float | None, lon: float | None) -> str | None:
@@ -151,8 +155,9 @@ def user_prompts(splits: pd.DataFrame, id_maps: pd.DataFrame, user_attributes: p
             doc["day_parts"] = _shares(row["parts"])
             doc["top_hours"] = [int(p["k"]) for p in row["hours"] or []]
             doc["weekend_share"] = round(row["weekend"], 2)
-            doc["categories"] = _shares(row["categories"], n_categories)
-            if row["places"]:
+            if n_categories:
+                doc["categories"] = _shares(row["categories"], n_categories)
+            if row["places"] and n_places:
                 doc["places"] = [{"name": p["name"], "category": p["category"], "cell": _cell(p["lat"], p["lon"]),
                                   "visits": p["visits"]} for p in row["places"][:n_places]]
             return doc
