@@ -10,7 +10,7 @@ LOG        := $(KWAI_HOME)/logs
 SHARDED    := *_profiles or key:*_llm_embeddings
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
-.PHONY: install demo demo-movielens ui test bench-prepare bench-swing clean
+.PHONY: install demo demo-movielens ui test bench-prepare bench-swing bench-llm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,6 @@ clean:
 
 bench-swing: install
 	$(BIN)/python benchmarks/bench_swing.py
+
+bench-llm: install
+	$(BIN)/python benchmarks/bench_llm.py

@@ -15,7 +15,8 @@ from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.llm.backends import TemplateBackend, TransformersBackend, VLLMBackend, open_backend
 from kwai_assets.llm.cache import GenerationCache
 from kwai_assets.llm.profiles import generate_profiles, shard_of
-from kwai_assets.llm.prompts import PromptConfig, count_tokens, document_of, item_prompts, user_prompts
+from kwai_assets.llm.prompts import PromptConfig, item_prompts, user_prompts
+from kwai_assets.llm.text import SYSTEM, count_tokens, document_of
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ def test_vllm_backend_batches_by_64_with_the_chat_template(tiny_qwen):
     out = backend.generate([f"prompt {i}" for i in range(150)])
     assert llm.calls == [64, 64, 22]
     chat = llm.tokenizer.apply_chat_template(
-        [{"role": "system", "content": __import__("kwai_assets.llm.prompts", fromlist=["SYSTEM"]).SYSTEM},
+        [{"role": "system", "content": SYSTEM},
          {"role": "user", "content": "prompt 0"}], tokenize=False, add_generation_prompt=True)
     assert out[0].text == f"echo {len(chat)}" and out[0].tokens_out == 3 and out[0].tokens_in > 10
 

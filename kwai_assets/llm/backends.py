@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from kwai_assets.llm.prompts import SYSTEM, count_tokens, document_of
+from kwai_assets.llm.text import SYSTEM, count_tokens, document_of
 
 
 @dataclass

@@ -14,21 +14,19 @@ estimated token count fits ``max_tokens``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
 
-SYSTEM = ("You are an analyst of a short-video platform. From the JSON activity summary, write one short paragraph "
-          "describing the spatio-temporal preferences: where, when and what. Do not list raw numbers.")
+from kwai_assets.llm.text import count_tokens, render
+
 USER_TASK = "Summarise the spatio-temporal preferences of this user."
 ITEM_TASK = "Summarise who watches this photo, where and when."
 DAY_PART = ("CASE WHEN hour(ts) < 6 THEN 'night' WHEN hour(ts) < 12 THEN 'morning' "
             "WHEN hour(ts) < 18 THEN 'afternoon' ELSE 'evening' END")
 WEEKEND = "(dayofweek(ts) IN (0, 6))::INT"
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass(frozen=True)
@@ -36,20 +34,6 @@ class PromptConfig:
     max_tokens: int = 512
     top_places: int = 10
     top_categories: int = 8
-
-
-def count_tokens(text: str) -> int:
-    """Estimated tokens: words and punctuation marks (close to a BPE count on these JSON prompts)."""
-    return len(_TOKEN.findall(text))
-
-
-def render(task: str, document: dict) -> str:
-    return f"{task}\n{json.dumps(document, separators=(',', ':'), ensure_ascii=False)}"
-
-
-def document_of(prompt: str) -> dict:
-    """The JSON document inside a prompt built by `render`."""
-    return json.loads(prompt[prompt.index("{"):])
 
 
 def _bounded(task: str, build: Callable[[int, int], dict], config: PromptConfig) -> tuple[dict, str, int]:
