@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(KWAI_HOME)/dagster
 DEFS       := -m kwai_assets.definitions
 IN_PROCESS := --config-json '{"execution": {"config": {"in_process": {}}}}'
 LOG        := $(KWAI_HOME)/logs
-SHARDED    := *_profiles or key:*_llm_embeddings
+SHARDED    := key:*_profiles or key:*_llm_embeddings
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
 .PHONY: install demo demo-movielens ui test bench-prepare bench-swing bench-llm clean
@@ -32,11 +32,11 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize $(DEFS) --select raw_interactions --partition-range $$range $(IN_PROCESS) \
 		> $(LOG)/ingest.log 2>&1 || { tail -40 $(LOG)/ingest.log; exit 1; }
 	@echo "materializing everything else but the LLM shards (log: $(LOG)/rebuild.log)"
-	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions and not key:$(SHARDED)' \
+	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions and not ($(SHARDED))' \
 		$(IN_PROCESS) > $(LOG)/rebuild.log 2>&1 || { tail -40 $(LOG)/rebuild.log; exit 1; }
 	@for shard in $$($(BIN)/kwai shards); do \
 		echo "materializing LLM profiles and embeddings, shard $$shard (log: $(LOG)/llm-$$shard.log)"; \
-		$(BIN)/dagster asset materialize $(DEFS) --select 'key:$(SHARDED)' --partition $$shard $(IN_PROCESS) \
+		$(BIN)/dagster asset materialize $(DEFS) --select '$(SHARDED)' --partition $$shard $(IN_PROCESS) \
 			> $(LOG)/llm-$$shard.log 2>&1 || { tail -40 $(LOG)/llm-$$shard.log; exit 1; }; \
 	done
 	@$(BIN)/kwai summary

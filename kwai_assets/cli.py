@@ -32,7 +32,7 @@ def summary(settings: Settings) -> str:
     lines.append(f"{'asset':<22}{'rows':>12}")
     for name in assets:
         rows = wh.sql(f"SELECT count(*) AS n FROM {name}")["n"].iloc[0]
-        days = f"   ({len(wh.partitions(name))} daily partitions)" if wh.partitions(name) else ""
+        days = f"   ({len(wh.partitions(name))} partitions)" if wh.partitions(name) else ""
         lines.append(f"{name:<22}{rows:>12,}{days}")
     if "evaluation" in assets:
         from kwai_assets.core.evaluation import markdown_table
