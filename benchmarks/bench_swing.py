@@ -93,7 +93,7 @@ def main() -> None:
                      f"{naive_s:.1f} s on {sub.shape[0]:,} users", round(extrapolated, 1),
                      f"{extrapolated / m.seconds:,.0f}x"])
     print()
-    print(table(["data (train split)", "interactions", "users", "items", "user pairs", "work Σ|I_u∩I_v|²",
+    print(table(["data (train split)", "interactions", "users", "items", "user pairs", "work Σ shared²",
                  "swing s", "step 1 (pairs) s", "peak RSS GB (before)", "notebook loop (subset)", "notebook extrapolated s",
                  "speed-up"], rows))
 
