@@ -1,4 +1,6 @@
-"""Raw logs -> splits on the `large` preset: wall time and peak RSS per asset.
+"""Raw logs -> splits on the `large` preset: wall time and peak RSS per asset,
+then the item Swing pairs and the evaluation (full ranking of every item for
+every test user, popularity and Swing item-kNN) on top.
 
 Each asset runs as its own in-process Dagster materialization that reads its
 inputs from the Parquet warehouse, as a step of the multiprocess executor
@@ -48,6 +50,14 @@ def main() -> None:
     wh = Warehouse(home)
     peak = max(r[3] for r in rows)
     rows.append(["**prepare group**", len(wh.read("splits")), round(total, 2), peak])
+    for step in ("item_positive_pairs", "evaluation"):
+        with measured() as m:
+            result = dg.materialize(assets, resources=resources, selection=[step], run_config=QUIET)
+        assert result.success, step
+        meta = result.asset_materializations_for_node(step)[-1].metadata
+        rows.append([step, int(meta["rows"].value), round(m.seconds, 2), round(m.peak_rss_gb, 2)])
+    evaluated = int(wh.read("evaluation")["users"].max())
+    print(f"\nevaluation: {evaluated:,} test users ranked over every item")
     print(f"\npreset={args.preset}  KWAI_HOME={home}\n")
     print(table(["asset", "rows", "wall s", "peak RSS GB"], rows))
 
