@@ -1,0 +1,1 @@
+"""Pure torch modules and their training loops. No Dagster here."""
