@@ -1,0 +1,115 @@
+"""Vectors in Redis for online serving, switched atomically between versions.
+
+Layout (``prefix`` defaults to ``kwai``):
+
+    {prefix}:current                    the live version number
+    {prefix}:v{n}:{kind}:{raw_id}       float32 little-endian bytes, dim x 4 bytes (kind: user | item)
+    {prefix}:v{n}:meta                  hash: dim, users, items, started_at
+
+An export writes a whole new version with pipelined SETs, then moves
+``{prefix}:current`` to it in one command, then deletes versions older than the
+previous one (kept for readers that started before the switch, and for
+rollback). Readers resolve the version and fetch their keys inside one Lua
+script, so a read sees one version, old or new, never a mix.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+READ = """
+local version = redis.call('GET', KEYS[1])
+if not version then return {false} end
+local out = {version}
+for i, id in ipairs(ARGV) do
+  out[i + 1] = redis.call('GET', KEYS[2] .. version .. ':' .. id)
+end
+return out
+"""
+
+
+@dataclass
+class ExportReport:
+    version: int
+    users: int
+    items: int
+    seconds: float
+    removed_versions: list[int]
+
+
+class OnlineStore:
+    def __init__(self, client, prefix: str = "kwai", batch: int = 5_000):
+        self.client, self.prefix, self.batch = client, prefix, batch
+        self._read = client.register_script(READ)
+
+    @classmethod
+    def connect(cls, url: str, password: str | None = None, prefix: str = "kwai") -> OnlineStore:
+        """Connect and ping, so a Redis that is down fails here with a clear message."""
+        import redis
+
+        client = redis.Redis.from_url(url, password=password or None, socket_connect_timeout=3)
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as err:
+            raise ConnectionError(f"cannot reach Redis at {url} ({err}); set KWAI_REDIS_URL / KWAI_REDIS_PASSWORD "
+                                  "or start a server") from err
+        return cls(client, prefix)
+
+    def current(self) -> int | None:
+        value = self.client.get(f"{self.prefix}:current")
+        return int(value) if value is not None else None
+
+    def _write(self, version: int, kind: str, ids: Iterable[str], vectors: np.ndarray) -> None:
+        data = np.ascontiguousarray(vectors, dtype="<f4")
+        ids = list(ids)
+        for start in range(0, len(ids), self.batch):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.mset({f"{self.prefix}:v{version}:{kind}:{raw}": data[start + i].tobytes()
+                       for i, raw in enumerate(ids[start:start + self.batch])})
+            pipe.execute()
+
+    def export(self, user_ids: list[str], user_vectors: np.ndarray, item_ids: list[str] | None = None,
+               item_vectors: np.ndarray | None = None) -> ExportReport:
+        """Write a new version, switch to it atomically, drop versions older than the previous one."""
+        start = time.perf_counter()
+        if len(user_ids) != len(user_vectors):
+            raise ValueError(f"{len(user_ids)} user ids for {len(user_vectors)} vectors")
+        version = int(self.client.incr(f"{self.prefix}:version_seq"))
+        # meta first: a version an export started is always found by the clean-up, even after a crash
+        self.client.hset(f"{self.prefix}:v{version}:meta", mapping={
+            "dim": int(user_vectors.shape[1]), "users": len(user_ids), "items": len(item_ids or []),
+            "started_at": time.time()})
+        self._write(version, "user", user_ids, user_vectors)
+        if item_ids is not None and item_vectors is not None:
+            self._write(version, "item", item_ids, item_vectors)
+        previous = self.current()
+        self.client.set(f"{self.prefix}:current", version)
+        removed = self._remove_older_than(previous if previous is not None else version)
+        return ExportReport(version, len(user_ids), len(item_ids or []), time.perf_counter() - start, removed)
+
+    def _remove_older_than(self, keep_from: int) -> list[int]:
+        removed = set()
+        for key in self.client.scan_iter(match=f"{self.prefix}:v[0-9]*:meta", count=10_000):
+            version = int(key.decode().split(":")[-2][1:])
+            if version < keep_from:
+                removed.add(version)
+        for version in removed:
+            keys = list(self.client.scan_iter(match=f"{self.prefix}:v{version}:*", count=10_000))
+            for start in range(0, len(keys), self.batch):
+                self.client.unlink(*keys[start:start + self.batch])
+        return sorted(removed)
+
+    def get_vectors(self, kind: str, raw_ids: list[str]) -> tuple[int | None, list[np.ndarray | None]]:
+        """(version, vectors) of several ids, all from one version."""
+        out = self._read(keys=[f"{self.prefix}:current", f"{self.prefix}:v"], args=[f"{kind}:{r}" for r in raw_ids])
+        if not out or out[0] is None:
+            return None, [None] * len(raw_ids)
+        vectors = [np.frombuffer(v, dtype="<f4") if v is not None else None for v in out[1:]]
+        vectors += [None] * (len(raw_ids) - len(vectors))     # Lua drops trailing nils
+        return int(out[0]), vectors
+
+    def get_user_vector(self, raw_id: str) -> np.ndarray | None:
+        return self.get_vectors("user", [raw_id])[1][0]
