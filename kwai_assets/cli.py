@@ -31,9 +31,8 @@ def summary(settings: Settings) -> str:
         return "\n".join(lines + ["nothing materialized yet: run `make demo`"])
     lines.append(f"{'asset':<22}{'rows':>12}")
     for name in assets:
-        rows = wh.sql(f"SELECT count(*) AS n FROM {name}")["n"].iloc[0]
-        days = f"   ({len(wh.partitions(name))} partitions)" if wh.partitions(name) else ""
-        lines.append(f"{name:<22}{rows:>12,}{days}")
+        partitions = wh.partitions(name)
+        lines.append(f"{name:<22}{wh.rows(name):>12,}" + (f"   ({len(partitions)} partitions)" if partitions else ""))
     if "evaluation" in assets:
         from kwai_assets.core.evaluation import markdown_table
 

@@ -13,6 +13,7 @@ def test_write_read_and_partitions(tmp_path):
     wh.write(pd.DataFrame({"d": ["y"]}), "daily", "2026-01-01")
     assert wh.read("things")["a"].tolist() == [1, 2]
     assert wh.partitions("daily") == ["2026-01-01", "2026-01-02"]
+    assert (wh.rows("things"), wh.rows("daily")) == (2, 2)
     assert wh.read("daily", ["2026-01-01", "2026-01-02", "2026-01-03"])["d"].tolist() == ["y", "x"]
     assert wh.assets() == {"daily": str(tmp_path / "warehouse/daily/*.parquet"),
                            "things": str(tmp_path / "warehouse/things.parquet")}
