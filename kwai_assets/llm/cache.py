@@ -30,17 +30,22 @@ class GenerationCache:
     def _files(self) -> list[Path]:
         return sorted(self.directory.glob("*.parquet")) if self.directory.is_dir() else []
 
+    @staticmethod
+    def _read(files: list[Path], keys: list[str] | None = None) -> pd.DataFrame:
+        """One row per key from `files`, restricted to `keys` when given."""
+        with duckdb.connect() as con:
+            con.register("wanted", pd.DataFrame({"key": keys or []}))
+            paths = ", ".join(f"'{f}'" for f in files)
+            where = "WHERE key IN (SELECT key FROM wanted)" if keys is not None else ""
+            return frame(con, f"SELECT DISTINCT ON (key) {', '.join(COLUMNS)} FROM read_parquet([{paths}]) "
+                              f"{where} ORDER BY key")
+
     def get(self, keys: list[str]) -> pd.DataFrame:
         """Cached rows for `keys` (those found), one per key."""
         files = self._files()
         if not files or not keys:
             return pd.DataFrame({c: [] for c in COLUMNS})
-        with duckdb.connect() as con:
-            con.register("wanted", pd.DataFrame({"key": keys}))
-            paths = ", ".join(f"'{f}'" for f in files)
-            return frame(con, f"""
-                SELECT DISTINCT ON (key) {', '.join(COLUMNS)} FROM read_parquet([{paths}])
-                WHERE key IN (SELECT key FROM wanted) ORDER BY key""")
+        return self._read(files, keys)
 
     def put(self, rows: pd.DataFrame) -> None:
         write_parquet_atomic(rows[COLUMNS], self.directory / f"batch-{uuid.uuid4().hex}.parquet")
@@ -50,9 +55,6 @@ class GenerationCache:
         files = self._files()
         if len(files) <= 1:
             return
-        with duckdb.connect() as con:
-            paths = ", ".join(f"'{f}'" for f in files)
-            merged = frame(con, f"SELECT DISTINCT ON (key) {', '.join(COLUMNS)} FROM read_parquet([{paths}]) ORDER BY key")
-        write_parquet_atomic(merged, self.directory / f"compact-{uuid.uuid4().hex}.parquet")
+        write_parquet_atomic(self._read(files), self.directory / f"compact-{uuid.uuid4().hex}.parquet")
         for f in files:
             f.unlink()
