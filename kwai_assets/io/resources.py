@@ -1,6 +1,7 @@
 """Dagster resources: the Parquet IO manager, the warehouse, the source, MLflow, the LLM."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,14 @@ class MLflowTracking(dg.ConfigurableResource):
             yield run
 
 
+@functools.lru_cache(maxsize=1)
+def _backend(kind: str, model: str, batch_size: int, max_new_tokens: int, seed: int, embedding_dim: int) -> Backend:
+    from kwai_assets.llm.backends import open_backend
+
+    return open_backend(kind, model, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
+                        embedding_dim=embedding_dim)
+
+
 class LLMResource(dg.ConfigurableResource):
     """Which LLM writes the profiles and embeds them (see kwai_assets/llm/backends.py)."""
 
@@ -126,10 +135,8 @@ class LLMResource(dg.ConfigurableResource):
     cache_dir: str
 
     def open(self) -> Backend:
-        from kwai_assets.llm.backends import open_backend
-
-        return open_backend(self.backend, self.model, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
-                            seed=self.seed, embedding_dim=self.embedding_dim)
+        """The backend, loaded once per process: a run's profile and embedding steps share the weights."""
+        return _backend(self.backend, self.model, self.batch_size, self.max_new_tokens, self.seed, self.embedding_dim)
 
     def cache(self) -> GenerationCache:
         from kwai_assets.llm.cache import GenerationCache
