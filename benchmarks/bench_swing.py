@@ -12,29 +12,22 @@ import os
 import sys
 import time
 from collections import defaultdict
-from datetime import timedelta
 from itertools import combinations
 from pathlib import Path
 
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measured, table  # noqa: E402
+from common import measured, prepared, table  # noqa: E402
 
-from kwai_assets.core.clean import clean_interactions  # noqa: E402
 from kwai_assets.core.evaluation import EvalData  # noqa: E402
-from kwai_assets.core.split import split_by_user  # noqa: E402
 from kwai_assets.core.swing import binarize, pair_matrix, swing  # noqa: E402
 from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 
 def train_matrix(source) -> sp.csr_matrix:
     """Source -> clean (k=10) -> index space -> per-user chronological train split."""
-    first, last = source.date_range()
-    clean, _ = clean_interactions(source.interactions(first, last + timedelta(days=1)), k=10)
-    interactions = clean.assign(user_idx=clean["user_id"].astype("category").cat.codes + 1,
-                                item_idx=clean["item_id"].astype("category").cat.codes + 1)
-    return EvalData.from_splits(split_by_user(interactions)).train
+    return EvalData.from_splits(prepared(source)[0]).train
 
 
 def notebook_swing(a: sp.csr_matrix, alpha: float = 1.0) -> tuple[float, int]:
