@@ -26,7 +26,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """Stores every asset as Parquet in the warehouse (atomic writes).
 
     A run over several partitions hands over one DataFrame holding the
-    column named by the asset's `partition_expr` metadata (`pdate`, `shard`);
+    column named by the asset's `partition_expr` metadata (`pdate` by default);
     it is split into one file per partition key, empty ones included, so every
     requested partition is materialized. Loading a partitioned asset
     into an unpartitioned one concatenates the stored partitions.
