@@ -9,8 +9,10 @@ IN_PROCESS := --config-json '{"execution": {"config": {"in_process": {}}}}'
 LOG        := $(KWAI_HOME)/logs
 SHARDED    := key:*_profiles or key:*_llm_embeddings
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
+REDIS_PORT ?= 6390
+export KWAI_REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 
-.PHONY: install demo demo-movielens ui test bench-prepare bench-swing bench-llm clean
+.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-interest clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +27,21 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
+# The online store: use the Redis at KWAI_REDIS_URL, or start a local one (no persistence) on REDIS_PORT.
+redis: install
+	@$(BIN)/python -c "import os, redis; redis.Redis.from_url(os.environ['KWAI_REDIS_URL'], socket_connect_timeout=1).ping()" \
+		2>/dev/null && echo "Redis at $(KWAI_REDIS_URL)" || { \
+	command -v redis-server > /dev/null || { echo "no Redis at $(KWAI_REDIS_URL) and no redis-server to start:" \
+		"install it (apt install redis-server) or set KWAI_REDIS_URL"; exit 1; }; \
+	mkdir -p $(KWAI_HOME)/redis && redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --daemonize yes --save '' \
+		--appendonly no --dir $(KWAI_HOME)/redis --pidfile $(KWAI_HOME)/redis/redis.pid \
+		--logfile $(KWAI_HOME)/redis/redis.log && sleep 0.5 && echo "started redis-server on 127.0.0.1:$(REDIS_PORT)"; }
+
+redis-stop:
+	@test -s $(KWAI_HOME)/redis/redis.pid && kill $$(cat $(KWAI_HOME)/redis/redis.pid) && echo "stopped redis-server" || true
+
 # Fresh machine -> every asset materialized on the embedded synthetic source, then a summary.
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: install redis $(DAGSTER_HOME)/dagster.yaml
 	@mkdir -p $(LOG); range=$$($(BIN)/kwai days) || exit 1; \
 	echo "materializing raw_interactions for $$range (log: $(LOG)/ingest.log)"; \
 	$(BIN)/dagster asset materialize $(DEFS) --select raw_interactions --partition-range $$range $(IN_PROCESS) \
@@ -45,6 +60,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 demo-movielens:
 	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
 	$(MAKE) demo KWAI_SOURCE=movielens KWAI_DATA_DIR=$(ML100K) KWAI_START_DATE=1997-09-01 \
+		KWAI_REDIS_URL=redis://127.0.0.1:$(REDIS_PORT)/1 \
 		KWAI_HOME=$(CURDIR)/.kwai-ml100k
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
@@ -57,7 +73,7 @@ test: install
 bench-prepare: install
 	$(BIN)/python benchmarks/bench_prepare.py
 
-clean:
+clean: redis-stop
 	rm -rf .kwai .kwai-ml100k
 
 bench-swing: install
@@ -65,3 +81,6 @@ bench-swing: install
 
 bench-llm: install
 	$(BIN)/python benchmarks/bench_llm.py
+
+bench-interest: install
+	$(BIN)/python benchmarks/bench_interest.py

@@ -23,6 +23,7 @@ class Settings:
     llm_backend: str = "template"   # KWAI_LLM_BACKEND: template | transformers | vllm
     llm_model: str = ""             # KWAI_LLM_MODEL: local Hugging Face model directory
     llm_shards: int = 4             # KWAI_LLM_SHARDS: static partitions of the LLM assets
+    redis_url: str = "redis://127.0.0.1:6379/0"   # KWAI_REDIS_URL: the online store
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,6 +38,7 @@ class Settings:
             llm_backend=env.get("KWAI_LLM_BACKEND", "template"),
             llm_model=env.get("KWAI_LLM_MODEL", ""),
             llm_shards=int(env.get("KWAI_LLM_SHARDS", "4")),
+            redis_url=env.get("KWAI_REDIS_URL", cls.redis_url),
         )
 
     @property

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from kwai_assets.definitions import build_resources, defs
+from kwai_assets.io.redis_server import BINARY, local_redis
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.settings import Settings
 
@@ -15,6 +16,11 @@ ALL = list(defs.assets) + list(defs.asset_checks)
 RAW = dg.AssetSelection.assets("raw_interactions")
 SHARDED = dg.AssetSelection.assets("user_profiles", "item_profiles", "user_llm_embeddings", "item_llm_embeddings")
 SHARDS = [str(s) for s in range(4)]
+ONLINE = dg.AssetSelection.assets("online_store")
+# a small interest model: the defaults train for minutes on a CPU
+INTEREST = {"dim": 32, "depth": 1, "heads": 2, "head_dim": 16, "n_experts": 4, "epochs": 3, "negatives": 128,
+            "long_len": 50, "short_len": 5}
+RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}}}
 
 
 def tiny_settings(home: Path, **changes: object) -> Settings:
@@ -29,9 +35,10 @@ def ingest(settings: Settings, first: str, last: str, **kwargs: object) -> dg.Ex
 
 
 def build_rest(settings: Settings, **kwargs: object) -> dg.ExecuteInProcessResult:
-    """Everything downstream of (and beside) raw_interactions, but the LLM shards."""
-    return dg.materialize(ALL, resources=build_resources(settings), selection=dg.AssetSelection.all() - RAW - SHARDED,
-                          **kwargs)
+    """Everything downstream of (and beside) raw_interactions, but the LLM shards and Redis."""
+    kwargs.setdefault("run_config", RUN_CONFIG)
+    return dg.materialize(ALL, resources=build_resources(settings),
+                          selection=dg.AssetSelection.all() - RAW - SHARDED - ONLINE, **kwargs)
 
 
 def build_shard(settings: Settings, shard: str, resources: dict | None = None,
@@ -60,3 +67,12 @@ def built(tmp_path_factory) -> tuple[Settings, dg.ExecuteInProcessResult]:
 @pytest.fixture(scope="session")
 def warehouse(built) -> Warehouse:
     return Warehouse(built[0].home)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port for the whole session."""
+    if BINARY is None:
+        pytest.skip("no redis-server binary on PATH (.ci/run installs Debian's redis-server)")
+    with local_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url

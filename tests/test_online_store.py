@@ -1,41 +1,18 @@
 """The Redis online store against a real redis-server on a free loopback port."""
-import shutil
-import socket
-import subprocess
+import dataclasses
+import hashlib
 import threading
 import time
 
+import dagster as dg
 import numpy as np
 import pytest
+from conftest import ALL, ONLINE, checks
 
+from kwai_assets.definitions import build_resources
 from kwai_assets.io.online_store import OnlineStore
-
-REDIS = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    if REDIS is None:
-        pytest.skip("no redis-server binary on PATH (.ci/run installs Debian's redis-server)")
-    port, folder = free_port(), tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                               "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            OnlineStore.connect(url)
-            break
-        except ConnectionError:
-            time.sleep(0.05)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+from kwai_assets.io.redis_server import free_port
+from kwai_assets.io.warehouse import Warehouse
 
 
 @pytest.fixture
@@ -91,3 +68,26 @@ def test_a_reader_during_an_export_sees_one_version_never_a_mix(store):
 def test_a_redis_that_is_down_says_so():
     with pytest.raises(ConnectionError, match=r"cannot reach Redis at redis://127.0.0.1:\d+/0"):
         OnlineStore.connect(f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_the_online_store_asset_serves_user_vectors_under_raw_ids(built, redis_url):
+    settings = dataclasses.replace(built[0], redis_url=redis_url)
+    result = dg.materialize(ALL, resources=build_resources(settings), selection=ONLINE)
+    assert result.success and checks(result)["online_store_round_trip"].passed
+    wh = Warehouse(settings.home)
+    vectors, maps = wh.read("user_vectors"), wh.read("id_maps")
+    row = vectors.iloc[len(vectors) // 2]
+    raw = maps[(maps.entity == "user") & (maps.idx == row["user_idx"])]["raw_id"].item()
+    store = OnlineStore.connect(redis_url)
+    assert np.array_equal(store.get_user_vector(raw), np.asarray(row["vector"], np.float32))
+    assert int(store.client.hget(f"kwai:v{store.current()}:meta", "items")) == len(wh.read("interest_item_vectors"))
+
+
+def test_a_redis_that_is_down_fails_the_asset_and_keeps_the_parquet(built):
+    settings = dataclasses.replace(built[0], redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    path = Warehouse(settings.home).path("user_vectors")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    result = dg.materialize(ALL, resources=build_resources(settings), selection=ONLINE, raise_on_error=False)
+    assert not result.success
+    assert "cannot reach Redis at" in str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before

@@ -1,7 +1,8 @@
 """[evaluate] Every registered recommender under one protocol, next to the baselines.
 
 To register a model, add one line to RECOMMENDERS: its name, a function
-``build(data, **inputs) -> Scorer`` and the upstream assets it needs.
+``build(data, **inputs) -> Scorer`` and the upstream assets it needs, or, for
+a model that is a pair of vector assets, ``vector_recommender(name, users, items)``.
 """
 
 import dagster as dg
@@ -11,11 +12,13 @@ from kwai_assets.core.baselines import popularity
 from kwai_assets.core.evaluation import KS, EvalData, Recommender, evaluate_all, markdown_table
 from kwai_assets.core.knn import item_knn
 from kwai_assets.core.reid import index_sizes
+from kwai_assets.core.vectors import vector_recommender
 from kwai_assets.io.resources import MLflowTracking
 
 RECOMMENDERS: list[Recommender] = [
     Recommender("popularity", popularity),
     Recommender("swing_item_knn", item_knn, ("item_positive_pairs",)),
+    vector_recommender("interest_model", "user_vectors", "interest_item_vectors"),
 ]
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pandas as pd
 
+from kwai_assets.io.online_store import OnlineStore
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.sources import Source, open_source
 
@@ -142,3 +143,22 @@ class LLMResource(dg.ConfigurableResource):
         from kwai_assets.llm.cache import GenerationCache
 
         return GenerationCache(self.cache_dir)
+
+
+class RedisResource(dg.ConfigurableResource):
+    """Where the online store lives: KWAI_REDIS_URL, KWAI_REDIS_PASSWORD (kept out of URLs and metadata)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: str = ""
+    prefix: str = "kwai"
+
+    def open(self) -> OnlineStore:
+        return OnlineStore.connect(self.url, self.password or None, self.prefix)
+
+    def safe_url(self) -> str:
+        """The URL without any password it carries, for metadata and logs."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))

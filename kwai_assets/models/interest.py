@@ -8,8 +8,10 @@ which makes it usable for retrieval by dot product with `item_vectors()`.
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ class InterestConfig:
     n_experts: int = 16        # routed experts (see the README for why not the notebook's 100)
     top_k: int = 2
     balance: str = "bias"      # bias | share | none (models/moe.py)
+    bias_rate: float = 1e-2    # step of the "bias" balancing; DeepSeek-V3's 1e-3 assumes far more steps
     dropout: float = 0.1
     retrieval_weight: float = 1.0   # weight of the sampled-softmax loss; 0 = BPR only
     negatives: int = 1024           # uniform negatives of the sampled softmax
@@ -49,6 +52,9 @@ class FeatureEmbedding(nn.Module):
         super().__init__()
         self.names = list(vocab)
         self.tables = nn.ModuleDict({k: nn.Embedding(n, dim, padding_idx=0) for k, n in vocab.items()})
+        for table in self.tables.values():      # unit-norm rows: N(0, 1) ones make the first sampled-softmax logits explode
+            nn.init.normal_(table.weight, std=dim ** -0.5)
+            table.weight.data[0] = 0
         self.time = nn.Linear(1, dim)
 
     def forward(self, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
@@ -95,8 +101,10 @@ class Tower(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
 
     def forward(self, embedded: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        b = embedded.shape[0]
-        x = torch.cat([self.cls.expand(b, -1, -1), embedded], dim=1) + self.position
+        """`embedded` may be the last columns only (leading padding trimmed): positions stay right-aligned."""
+        b, t = embedded.shape[:2]
+        position = torch.cat([self.position[:, :1], self.position[:, self.position.shape[1] - t:]], dim=1)
+        x = torch.cat([self.cls.expand(b, -1, -1), embedded], dim=1) + position
         keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=present.device), present], dim=1)
         for block in self.blocks:
             x = block(x, keep)
@@ -109,9 +117,11 @@ class InterestModel(nn.Module):
         self.config = config
         self.embed = FeatureEmbedding(vocab, config.dim)
         self.long_tower, self.short_tower = Tower(long_len, config), Tower(short_len, config)
-        self.moe = MoE(config.dim, config.n_experts, config.top_k, dropout=config.dropout, balance=config.balance)
+        self.moe = MoE(config.dim, config.n_experts, config.top_k, dropout=config.dropout, balance=config.balance,
+                       bias_rate=config.bias_rate)
 
     def encode(self, tower: Tower, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        features, times = trim_padding(features, times)
         return self.moe(tower(self.embed(features, times), features[..., 0] > 0))
 
     def forward(self, long: torch.Tensor, long_time: torch.Tensor, short: torch.Tensor,
@@ -120,6 +130,17 @@ class InterestModel(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         return self.embed.tables["item"].weight
+
+
+def trim_padding(features: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the leading columns that are padding for every row (sequences are right-aligned).
+
+    Histories are mostly far shorter than `long_len`, so this, with batches of
+    similar lengths, is what makes training affordable on a CPU.
+    """
+    present = (features[..., 0] > 0).any(0)
+    first = int(present.int().argmax()) if bool(present.any()) else features.shape[1] - 1
+    return features[:, first:], times[:, first:]
 
 
 def bpr_in_batch(long: torch.Tensor, short: torch.Tensor) -> torch.Tensor:
@@ -142,9 +163,12 @@ def sampled_softmax(long: torch.Tensor, targets: torch.Tensor, items: torch.Tens
     return -(log_p * present).sum() / present.sum().clamp(min=1)
 
 
-def _batches(n: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    return [order[i:i + size] for i in range(0, n, size)]
+def _batches(lengths: np.ndarray, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Batches of users with similar history lengths, in random order (random ties within a length)."""
+    noise = torch.rand(len(lengths), generator=generator).numpy()
+    order = torch.from_numpy(np.lexsort((noise, lengths)))
+    batches = [order[i:i + size] for i in range(0, len(order), size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
 def train_interest(sequences, config: InterestConfig = InterestConfig(), log=None) -> tuple[InterestModel, list[dict]]:
@@ -159,11 +183,12 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log=Non
     model = InterestModel(sequences.vocab, sequences.long.shape[1], sequences.short.shape[1], config).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tensors = [torch.from_numpy(a) for a in (sequences.long, sequences.long_time, sequences.short, sequences.short_time)]
+    lengths = (sequences.long[..., 0] > 0).sum(1)
     history = []
     for epoch in range(config.epochs):
         model.train()
         start, total, seen = time.perf_counter(), 0.0, 0
-        for batch in _batches(len(sequences.users), config.batch_size, generator):
+        for batch in _batches(lengths, config.batch_size, generator):
             if len(batch) < 2:
                 continue
             long, long_time, short, short_time = (t[batch].to(dev) for t in tensors)
@@ -191,12 +216,41 @@ def user_vectors(model: InterestModel, sequences, batch_size: int = 1024) -> np.
     """The vector of record: the long tower over the whole train history, through the MoE."""
     model.eval()
     dev = next(model.parameters()).device
-    out = []
-    for i in range(0, len(sequences.users), batch_size):
-        full = torch.from_numpy(sequences.full[i:i + batch_size]).to(dev)
-        times = torch.from_numpy(sequences.full_time[i:i + batch_size]).to(dev)
-        out.append(model.encode(model.long_tower, full, times).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, model.config.dim), np.float32)
+    order = np.argsort((sequences.full[..., 0] > 0).sum(1), kind="stable")    # similar lengths trim best
+    out = np.zeros((len(order), model.config.dim), np.float32)
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        full = torch.from_numpy(sequences.full[rows]).to(dev)
+        times = torch.from_numpy(sequences.full_time[rows]).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            out[rows] = model.encode(model.long_tower, full, times).float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def item_vectors(model: InterestModel) -> np.ndarray:
+    """The item embedding table [n_items, dim]; row 0 is the padding (zeros)."""
+    return model.item_vectors().float().cpu().numpy()
+
+
+def save(model: InterestModel, folder: str | Path) -> Path:
+    """Weights and everything needed to rebuild the model, in `folder` (what MLflow stores)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps({
+        "config": asdict(model.config), "vocab": {k: t.num_embeddings for k, t in model.embed.tables.items()},
+        "long_len": model.long_tower.position.shape[1] - 1, "short_len": model.short_tower.position.shape[1] - 1}, indent=2))
+    return folder
+
+
+def load(folder: str | Path) -> InterestModel:
+    """The model `save` wrote, on the current device, in eval mode."""
+    folder = Path(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    model = InterestModel(meta["vocab"], meta["long_len"], meta["short_len"], InterestConfig(**meta["config"]))
+    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    return model.to(device()).eval()
 
 
 def parameters(model: nn.Module) -> int:
