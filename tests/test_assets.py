@@ -35,7 +35,8 @@ def test_clean_interactions_reports_each_step(built):
 def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
     settings, result = built
     table = warehouse.read("evaluation")
-    assert set(table["model"]) == {"popularity", "swing_item_knn", "interest_model"}
+    assert set(table["model"]) == {"popularity", "swing_item_knn", "interest_model", "cf", "cf_llm_aligned",
+                                   "llm_adapted", "llm_cosine"}
     assert set(table["k"]) == {10, 20, 50} and set(table["metric"]) == {"recall", "ndcg", "hr", "mrr"}
     assert table["value"].between(0, 1).all()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata
@@ -129,3 +130,4 @@ def test_positive_pairs_come_from_train_only(warehouse):
     train_items = set(splits.loc[splits.split == "train", "item_idx"])
     assert set(pairs["src"]) <= train_items and set(pairs["dst"]) <= train_items
     assert len(warehouse.read("user_positive_pairs")) > 0
+

@@ -19,6 +19,11 @@ RECOMMENDERS: list[Recommender] = [
     Recommender("popularity", popularity),
     Recommender("swing_item_knn", item_knn, ("item_positive_pairs",)),
     vector_recommender("interest_model", "user_vectors", "interest_item_vectors"),
+    # the adapter ablation: CF alone, CF aligned with the LLM embeddings, the LLM side alone
+    vector_recommender("cf", "cf_user_embeddings", "cf_item_embeddings"),
+    vector_recommender("cf_llm_aligned", "aligned_user_embeddings", "aligned_item_embeddings"),
+    vector_recommender("llm_adapted", "adapted_user_embeddings", "adapted_item_embeddings"),
+    vector_recommender("llm_cosine", "user_llm_embeddings", "item_llm_embeddings", cosine=True),
 ]
 
 

@@ -23,11 +23,18 @@ def dot_product(users: np.ndarray, items: np.ndarray) -> Scorer:
     return lambda batch: u[torch.from_numpy(np.asarray(batch))] @ i.T
 
 
-def vector_recommender(name: str, user_asset: str, item_asset: str) -> Recommender:
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows stay zero."""
+    norm = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def vector_recommender(name: str, user_asset: str, item_asset: str, cosine: bool = False) -> Recommender:
     """Register a model by its two vector assets, (user_idx, vector) and (item_idx, vector)."""
     def build(data: EvalData, **inputs: pd.DataFrame) -> Scorer:
-        return dot_product(vector_matrix(inputs[user_asset], "user_idx", data.n_users),
-                           vector_matrix(inputs[item_asset], "item_idx", data.n_items))
+        users = vector_matrix(inputs[user_asset], "user_idx", data.n_users)
+        items = vector_matrix(inputs[item_asset], "item_idx", data.n_items)
+        return dot_product(unit_rows(users), unit_rows(items)) if cosine else dot_product(users, items)
     return Recommender(name, build, (user_asset, item_asset))
 
 

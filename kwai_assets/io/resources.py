@@ -115,6 +115,13 @@ class MLflowTracking(dg.ConfigurableResource):
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
             yield run
 
+    def download(self, run_id: str, artifact_path: str) -> str:
+        """A local copy of a run's artifact folder (models logged by the training assets)."""
+        import mlflow
+
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                   tracking_uri=self.tracking_uri)
+
 
 @functools.lru_cache(maxsize=1)
 def _backend(kind: str, model: str, batch_size: int, max_new_tokens: int, seed: int, embedding_dim: int) -> Backend:

@@ -1,0 +1,170 @@
+"""The adapter: LLM embeddings -> a small space aligned with collaborative signal (RLMRec-style).
+
+An encoder (LLM dim -> hidden -> d) and a decoder (d -> hidden -> LLM dim)
+trained jointly with an ID-based CF model (`models.cf`) on three losses:
+
+- alignment: InfoNCE between a user's (item's) encoded LLM embedding and the
+  CF model's embedding of the same user (item), in-batch negatives; this is
+  RLMRec's contrastive alignment, and what carries the LLM's knowledge into
+  the CF embeddings;
+- pairs: InfoNCE between the encoded LLM embeddings of Swing positive pairs
+  (item-item and user-user), in-batch negatives;
+- reconstruction: the decoder gives back the (unit-normalised) LLM embedding,
+  so the low-dimensional code keeps the semantics.
+
+The recommender of record is the jointly trained CF model's embeddings;
+the encoder's outputs are the adapted embeddings.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kwai_assets.core.evaluation import EvalData
+from kwai_assets.core.vectors import unit_rows, vector_matrix
+from kwai_assets.models.cf import CFConfig, LightGCN, device, train_cf
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    hidden: int = 256
+    dropout: float = 0.1
+    temperature: float = 0.2
+    align_weight: float = 0.1
+    pair_weight: float = 0.1
+    reconstruction_weight: float = 1.0
+    pair_batch: int = 1024          # Swing pairs per step, per side
+    held_out: float = 0.1           # share of users and items never used for the adapter's losses
+
+
+class Adapter(nn.Module):
+    def __init__(self, in_dim: int, dim: int, hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.decoder = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, in_dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.encoder(x)
+        return code, self.decoder(code)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row k of `a` matches row k of `b`, every other row is a negative."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    labels = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def held_out(index: np.ndarray, share: float) -> np.ndarray:
+    """Deterministic held-out mask by a multiplicative hash of the index (the same in training and checks)."""
+    return ((index.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(1000)) < int(round(share * 1000))
+
+
+@dataclass
+class AdapterInputs:
+    """LLM embeddings as dense [n, llm_dim] tables by index (zero rows = no profile) and Swing pairs."""
+    user_llm: np.ndarray
+    item_llm: np.ndarray
+    user_pairs: np.ndarray         # [P, 2] (src, dst) user indices
+    item_pairs: np.ndarray
+
+    @classmethod
+    def from_frames(cls, n_users: int, n_items: int, user_llm: pd.DataFrame, item_llm: pd.DataFrame,
+                    user_pairs: pd.DataFrame, item_pairs: pd.DataFrame) -> AdapterInputs:
+        return cls(unit_rows(vector_matrix(user_llm, "user_idx", n_users)),
+                   unit_rows(vector_matrix(item_llm, "item_idx", n_items)),
+                   user_pairs[["src", "dst"]].to_numpy(np.int64), item_pairs[["src", "dst"]].to_numpy(np.int64))
+
+
+def adapter_loss(adapter: Adapter, llm: torch.Tensor, target: torch.Tensor, config: AdapterConfig,
+                 pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Alignment of encode(llm) with `target` (row k with row k) + reconstruction + InfoNCE of positive pairs."""
+    code, rebuilt = adapter(llm)
+    loss = config.align_weight * info_nce(code.float(), target.float(), config.temperature)
+    loss = loss + config.reconstruction_weight * F.mse_loss(rebuilt.float(), llm)
+    if pairs is not None:
+        loss = loss + config.pair_weight * info_nce(adapter.encoder(pairs[0]).float(), adapter.encoder(pairs[1]).float(),
+                                                    config.temperature)
+    return loss
+
+
+def _usable(ids: np.ndarray, llm: np.ndarray, config: AdapterConfig) -> np.ndarray:
+    ids = np.unique(ids)
+    return ids[~held_out(ids, config.held_out) & (np.abs(llm[ids]).sum(1) > 0)]
+
+
+def _pairs(pairs: np.ndarray, llm: np.ndarray, config: AdapterConfig) -> np.ndarray:
+    keep = ~held_out(pairs[:, 0], config.held_out) & ~held_out(pairs[:, 1], config.held_out)
+    keep &= (np.abs(llm[pairs[:, 0]]).sum(1) > 0) & (np.abs(llm[pairs[:, 1]]).sum(1) > 0)
+    return pairs[keep]
+
+
+def train_aligned(data: EvalData, inputs: AdapterInputs, cf: CFConfig | None = None,
+                  config: AdapterConfig = AdapterConfig(), log=None) -> tuple[LightGCN, Adapter, list[dict]]:
+    """Train the CF model and the adapter together; returns both (best validation epoch) and the history."""
+    cf = cf or CFConfig()
+    dev = device()
+    torch.manual_seed(cf.seed)
+    adapter = Adapter(inputs.user_llm.shape[1], cf.dim, config.hidden, config.dropout).to(dev)
+    user_llm, item_llm = torch.from_numpy(inputs.user_llm).to(dev), torch.from_numpy(inputs.item_llm).to(dev)
+    user_pairs, item_pairs = _pairs(inputs.user_pairs, inputs.user_llm, config), _pairs(inputs.item_pairs, inputs.item_llm, config)
+    rng = np.random.default_rng(cf.seed)
+
+    def side(llm: torch.Tensor, final: torch.Tensor, ids: np.ndarray, pairs: np.ndarray) -> torch.Tensor:
+        idx = torch.from_numpy(ids).to(dev)
+        take = torch.from_numpy(pairs[rng.integers(0, len(pairs), min(config.pair_batch, len(pairs)))]).to(dev) \
+            if len(pairs) and config.pair_weight > 0 else None
+        return adapter_loss(adapter, llm[idx], final[idx], config,
+                            None if take is None else (llm[take[:, 0]], llm[take[:, 1]]))
+
+    def extra(model, user_final, item_final, u, i, j):
+        users, items = _usable(u, inputs.user_llm, config), _usable(i, inputs.item_llm, config)
+        return side(user_llm, user_final, users, user_pairs) + side(item_llm, item_final, items, item_pairs)
+
+    model, history = train_cf(data, cf, extra_loss=extra, extra_modules=adapter, log=log)
+    adapter.eval()
+    return model, adapter, history
+
+
+@torch.no_grad()
+def encode(adapter: Adapter, llm: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Adapted embeddings of unit-normalised LLM embeddings."""
+    dev = next(adapter.parameters()).device
+    adapter.eval()
+    return np.concatenate([adapter.encoder(torch.from_numpy(llm[s:s + batch_size]).to(dev)).float().cpu().numpy()
+                           for s in range(0, len(llm), batch_size)]) if len(llm) else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def reconstruction_error(adapter: Adapter, llm: np.ndarray) -> tuple[float, float]:
+    """(MSE of the decoder, MSE of predicting the mean row) on unit-normalised rows `llm`."""
+    dev = next(adapter.parameters()).device
+    x = torch.from_numpy(unit_rows(llm)).to(dev)
+    rebuilt = adapter(x)[1].float()
+    return float(F.mse_loss(rebuilt, x)), float(F.mse_loss(x.mean(0, keepdim=True).expand_as(x), x))
+
+
+def save(adapter: Adapter, folder: str | Path, config: AdapterConfig) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(adapter.state_dict(), folder / "weights.pt")
+    first, last = adapter.encoder[0], adapter.encoder[-1]
+    (folder / "config.json").write_text(json.dumps(
+        {"config": asdict(config), "in_dim": first.in_features, "dim": last.out_features}, indent=2))
+    return folder
+
+
+def load(folder: str | Path) -> tuple[Adapter, AdapterConfig]:
+    folder = Path(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    config = AdapterConfig(**meta["config"])
+    adapter = Adapter(meta["in_dim"], meta["dim"], config.hidden, config.dropout)
+    adapter.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    return adapter.eval(), config

@@ -1,0 +1,202 @@
+"""ID-based collaborative filtering: LightGCN and matrix factorisation, trained with BPR.
+
+LightGCN (He et al., SIGIR'20) propagates ego embeddings over the normalised
+user-item graph, A_hat = D^-1/2 A D^-1/2, full-batch with one sparse product
+per layer, and averages the layers. Matrix factorisation is the same model
+with no propagation layer: a user's score for an item is the dot product of
+their ego embeddings. Training samples (user, positive, negative) triples
+from the train split, negatives uniform over the items seen in train, and
+stops early on validation NDCG@20 (the weights of the best epoch are kept).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kwai_assets.core.evaluation import EvalData, evaluate
+
+MODELS = ("lightgcn", "mf")
+
+
+@dataclass(frozen=True)
+class CFConfig:
+    model: str = "lightgcn"      # lightgcn | mf
+    dim: int = 64
+    layers: int = 3              # LightGCN propagation layers (mf: none)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4   # L2 on the batch's ego embeddings, as in LightGCN
+    batch_size: int = 2048
+    epochs: int = 300
+    eval_every: int = 5          # epochs between validation NDCG@20 measurements
+    patience: int = 5            # validations without improvement before stopping
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"CF model must be one of {MODELS}, got {self.model!r}")
+
+    @property
+    def n_layers(self) -> int:
+        return self.layers if self.model == "lightgcn" else 0
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def normalized_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:
+    """D^-1/2 A D^-1/2 of the bipartite graph, users first then items; isolated nodes get zero rows."""
+    n_users, n_items = train.shape
+    a = sp.bmat([[None, train], [train.T, None]], format="csr", dtype=np.float32)
+    degree = np.asarray(a.sum(axis=1)).ravel()
+    inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-12)), 0.0).astype(np.float32)
+    return (sp.diags(inv_sqrt) @ a @ sp.diags(inv_sqrt)).tocsr().astype(np.float32)
+
+
+def to_torch_sparse(m: sp.csr_matrix, dev: torch.device) -> torch.Tensor:
+    coo = m.tocoo()
+    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    return torch.sparse_coo_tensor(index, torch.from_numpy(coo.data), m.shape, device=dev,
+                                   check_invariants=True).coalesce()
+
+
+class LightGCN(nn.Module):
+    """Ego embeddings + `layers` rounds of propagation; layers=0 is matrix factorisation."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, layers: int, adjacency: torch.Tensor | None):
+        super().__init__()
+        self.n_users, self.n_items, self.layers = n_users, n_items, layers
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.normal_(self.user.weight, std=0.1)
+        nn.init.normal_(self.item.weight, std=0.1)
+        self.adjacency = adjacency
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final user and item embeddings: the mean of the ego embeddings and every propagated layer."""
+        ego = torch.cat([self.user.weight, self.item.weight])
+        total, layer = ego, ego
+        for _ in range(self.layers):
+            layer = torch.sparse.mm(self.adjacency, layer)
+            total = total + layer
+        final = total / (self.layers + 1)
+        return final[:self.n_users], final[self.n_users:]
+
+
+def bpr_loss(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    return -F.logsigmoid((users * pos).sum(-1) - (users * neg).sum(-1)).mean()
+
+
+class TripleSampler:
+    """(user, positive, negative) batches over the train interactions; negatives avoid the user's train items."""
+
+    def __init__(self, train: sp.csr_matrix, seed: int):
+        coo = train.tocoo()
+        self.users, self.items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        self.n_items = train.shape[1]
+        self.known = np.sort(self.users * self.n_items + self.items)
+        self.candidates = np.flatnonzero(np.asarray(train.sum(axis=0)).ravel() > 0)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def epoch(self, batch_size: int):
+        order = self.rng.permutation(len(self.users))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            u, i = self.users[rows], self.items[rows]
+            j = self.candidates[self.rng.integers(0, len(self.candidates), len(rows))]
+            for _ in range(10):            # resample the negatives that are train positives
+                clash = np.isin(u * self.n_items + j, self.known, assume_unique=False)
+                if not clash.any():
+                    break
+                j[clash] = self.candidates[self.rng.integers(0, len(self.candidates), int(clash.sum()))]
+            yield u, i, j
+
+
+def validation_data(data: EvalData) -> EvalData:
+    """The val split as the held-out set: rank with train excluded, relevance = val items."""
+    return EvalData(train=data.train, val=sp.csr_matrix(data.train.shape, dtype=np.float32), test=data.val)
+
+
+@torch.no_grad()
+def val_ndcg(user_emb: torch.Tensor, item_emb: torch.Tensor, val: EvalData) -> float:
+    users, items = user_emb.float().cpu(), item_emb.float().cpu()
+    return evaluate(lambda batch: users[torch.from_numpy(np.asarray(batch))] @ items.T, val, ks=(20,))["ndcg", 20]
+
+
+StepLoss = Callable[[LightGCN, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray], torch.Tensor]
+
+
+def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss | None = None,
+             extra_modules: nn.Module | None = None, log=None) -> tuple[LightGCN, list[dict]]:
+    """Train on `data.train` with early stopping on `data.val`; returns the best model and per-epoch history.
+
+    `extra_loss(model, user_final, item_final, u, i, j)` is added to every
+    step's BPR loss (the adapter's alignment), and `extra_modules`' parameters
+    are trained with the same optimizer and restored with the best epoch.
+    """
+    torch.manual_seed(config.seed)
+    dev = device()
+    adjacency = to_torch_sparse(normalized_adjacency(data.train), dev) if config.n_layers else None
+    model = LightGCN(data.n_users, data.n_items, config.dim, config.n_layers, adjacency).to(dev)
+    params = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules is not None else [])
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    sampler, val = TripleSampler(data.train, config.seed), validation_data(data)
+    best, best_state, since_best, history = -1.0, None, 0, []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        start, total, extra_total, steps = time.perf_counter(), 0.0, 0.0, 0
+        for u, i, j in sampler.epoch(config.batch_size):
+            ut, it, jt = (torch.from_numpy(a).to(dev) for a in (u, i, j))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                user_final, item_final = model.propagate()
+                loss = bpr_loss(user_final[ut].float(), item_final[it].float(), item_final[jt].float())
+                reg = (model.user.weight[ut].norm() ** 2 + model.item.weight[it].norm() ** 2
+                       + model.item.weight[jt].norm() ** 2) / (2 * len(u))
+                loss = loss + config.weight_decay * reg
+                if extra_loss is not None:
+                    extra = extra_loss(model, user_final, item_final, u, i, j)
+                    loss, extra_total = loss + extra, extra_total + extra.item()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        metrics = {"epoch": epoch, "loss": total / max(steps, 1), "extra_loss": extra_total / max(steps, 1),
+                   "epoch_s": time.perf_counter() - start}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            model.eval()
+            metrics["val_ndcg_at_20"] = val_ndcg(*model.propagate(), val)
+            if metrics["val_ndcg_at_20"] > best:
+                best, since_best = metrics["val_ndcg_at_20"], 0
+                best_state = copy.deepcopy((model.state_dict(),
+                                            extra_modules.state_dict() if extra_modules is not None else None))
+            else:
+                since_best += 1
+        history.append(metrics)
+        if log is not None:
+            log(epoch, metrics)
+        if since_best >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state[0])
+        if extra_modules is not None:
+            extra_modules.load_state_dict(best_state[1])
+    model.eval()
+    return model, history
+
+
+@torch.no_grad()
+def embeddings(model: LightGCN) -> tuple[np.ndarray, np.ndarray]:
+    """Final (propagated) user and item embeddings, float32 numpy."""
+    users, items = model.propagate()
+    return users.float().cpu().numpy(), items.float().cpu().numpy()
