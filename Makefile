@@ -12,7 +12,7 @@ ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 REDIS_PORT ?= 6390
 export KWAI_REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 
-.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-interest clean
+.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-interest bench-models clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,3 +87,8 @@ bench-llm: install
 
 bench-interest: install
 	$(BIN)/python benchmarks/bench_interest.py
+
+# MF, LightGCN (tuned on validation), the adapter ablation: synthetic `small` and MovieLens-100k.
+bench-models: install
+	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
+	KWAI_ML100K=$(ML100K) $(BIN)/python benchmarks/bench_models.py

@@ -29,11 +29,21 @@ class Sequences:
     full_time: np.ndarray
     vocab: dict[str, int]              # feature -> embedding table size (padding included)
     events: list[str]
+    item_category: np.ndarray          # [n_items] category index of every item (0 = unknown / padding)
+    short_share: float = 0.1           # the share of a history that is short-term
 
 
 def _place(values: np.ndarray, user_row: np.ndarray, dest: np.ndarray, keep: np.ndarray, shape: tuple) -> np.ndarray:
     out = np.zeros(shape, dtype=values.dtype)
     out[user_row[keep], dest[keep]] = values[keep]
+    return out
+
+
+def _item_category(splits: pd.DataFrame, n_items: int) -> np.ndarray:
+    """An item attribute, so every split may inform it (no interaction leaks through it)."""
+    out = np.zeros(n_items, dtype=np.int64)
+    pairs = splits[["item_idx", "category_idx"]].drop_duplicates("item_idx")
+    out[pairs["item_idx"].to_numpy()] = pairs["category_idx"].to_numpy()
     return out
 
 
@@ -74,4 +84,6 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
         vocab={"item": n_items, "category": n_categories, "hour": 25, "weekday": 8, "weekend": 3,
                "event": len(events) + 1},
         events=events,
+        item_category=_item_category(splits, n_items),
+        short_share=short_share,
     )

@@ -1,0 +1,150 @@
+"""Every model of the models group, and the baselines, on the synthetic default and MovieLens-100k.
+
+For each data set: the prepare group's core functions (common.prepared), the
+template LLM profiles and embeddings, exact Swing pairs, then popularity,
+Swing item-kNN, MF, LightGCN, LightGCN aligned with the LLM embeddings
+through the adapter, the adapter's own embeddings, and raw LLM cosine.
+Recall@20 / NDCG@20 on the test split (full ranking, train and val items
+excluded) and train time.
+
+MF and LightGCN are tuned on validation NDCG@20 over a small grid (learning
+rate, L2 weight, layers), early stopping on validation NDCG@20; the adapter
+run uses the LightGCN settings chosen there.
+
+Usage: python benchmarks/bench_models.py [--synthetic small] [--ml100k DIR] [--no-grid]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import prepared, table  # noqa: E402
+
+from kwai_assets.core.baselines import popularity  # noqa: E402
+from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
+from kwai_assets.core.knn import item_knn  # noqa: E402
+from kwai_assets.core.reid import index_sizes  # noqa: E402
+from kwai_assets.core.swing import swing  # noqa: E402
+from kwai_assets.core.vectors import dot_product, unit_rows, vector_matrix  # noqa: E402
+from kwai_assets.llm.backends import TemplateBackend  # noqa: E402
+from kwai_assets.llm.prompts import item_prompts, user_prompts  # noqa: E402
+from kwai_assets.models.adapter import AdapterConfig, AdapterInputs, encode, train_aligned  # noqa: E402
+from kwai_assets.models.cf import CFConfig, embeddings, train_cf  # noqa: E402
+from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
+
+GRID = {"lightgcn": {"layers": [2, 3], "lr": [1e-3, 5e-3], "weight_decay": [1e-4, 1e-3]},
+        "mf": {"lr": [1e-3, 5e-3], "weight_decay": [1e-5, 1e-4, 1e-3]}}
+
+
+def llm_embeddings(tables: list, key: str, build) -> pd.DataFrame:
+    backend = TemplateBackend()
+    prompts = build(*tables)
+    texts = [g.text for g in backend.generate(prompts["prompt"].tolist())]
+    return pd.DataFrame({key: prompts[key].to_numpy(), "vector": list(backend.embed(texts))})
+
+
+def test_metrics(users: np.ndarray, items: np.ndarray, data: EvalData) -> dict:
+    r = evaluate(dot_product(users, items), data, ks=(20,))
+    return {"recall@20": r["recall", 20], "ndcg@20": r["ndcg", 20]}
+
+
+def tuned(data: EvalData, model: str, grid: bool) -> tuple[CFConfig, object, float, int, list[list]]:
+    """The grid point with the best validation NDCG@20: config, model, train s, epochs; and every point."""
+    base = CFConfig(model=model)
+    space = GRID[model] if grid else {}
+    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())] or [{}]
+    best, best_val, log = None, -1.0, []
+    for point in points:
+        config = dataclasses.replace(base, **point)
+        start = time.perf_counter()
+        trained, history = train_cf(data, config)
+        seconds = time.perf_counter() - start
+        val = max(h["val_ndcg_at_20"] for h in history if "val_ndcg_at_20" in h)
+        log.append([model, str(point), val, len(history), seconds])
+        if val > best_val:
+            best, best_val = (config, trained, seconds, len(history)), val
+    return (*best, log)
+
+
+def run(name: str, source, grid: bool) -> tuple[list[list], list[list]]:
+    tables = prepared(source)
+    splits, maps = tables[0], tables[1]
+    sizes = index_sizes(maps)
+    data = EvalData.from_splits(splits, sizes["user"], sizes["item"])
+    user_llm = llm_embeddings(tables, "user_idx", user_prompts)
+    item_llm = llm_embeddings(tables, "item_idx", item_prompts)
+    item_pairs, _ = swing(data.train)
+    user_pairs, _ = swing(data.train.T.tocsr())
+    rows, grid_log = [], []
+
+    def add(model: str, metrics: dict, seconds: float, settings: str) -> None:
+        rows.append([name, model, metrics["recall@20"], metrics["ndcg@20"], seconds, settings])
+
+    r = evaluate(popularity(data), data, ks=(20,))
+    add("popularity", {"recall@20": r["recall", 20], "ndcg@20": r["ndcg", 20]}, 0.0, "")
+    start = time.perf_counter()
+    scorer = item_knn(data, item_pairs)
+    r = evaluate(scorer, data, ks=(20,))
+    add("swing_item_knn", {"recall@20": r["recall", 20], "ndcg@20": r["ndcg", 20]}, time.perf_counter() - start,
+        "alpha 1, top-50")
+    chosen = {}
+    for model in ("mf", "lightgcn"):
+        config, trained, seconds, epochs, log = tuned(data, model, grid)
+        grid_log += [[name, *row] for row in log]
+        add(model, test_metrics(*embeddings(trained), data), seconds,
+            f"dim {config.dim}, layers {config.n_layers}, lr {config.lr:g}, l2 {config.weight_decay:g}, "
+            f"{epochs} epochs")
+        chosen[model] = config
+    inputs = AdapterInputs.from_frames(sizes["user"], sizes["item"], user_llm, item_llm, user_pairs, item_pairs)
+    start = time.perf_counter()
+    aligned, adapter, history = train_aligned(data, inputs, chosen["lightgcn"], AdapterConfig())
+    seconds = time.perf_counter() - start
+    add("lightgcn + llm adapter", test_metrics(*embeddings(aligned), data), seconds,
+        f"as lightgcn, {len(history)} epochs")
+    add("llm adapted (encoder only)", test_metrics(encode(adapter, inputs.user_llm), encode(adapter, inputs.item_llm),
+                                                   data), 0.0, "same run")
+    add("llm cosine (template)", test_metrics(unit_rows(vector_matrix(user_llm, "user_idx", sizes["user"])),
+                                              unit_rows(vector_matrix(item_llm, "item_idx", sizes["item"])), data),
+        0.0, "")
+    return rows, grid_log
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--synthetic", default="small")
+    parser.add_argument("--ml100k", default=os.environ.get("KWAI_ML100K", str(Path.home() / ".cache/kwai/ml-100k")))
+    parser.add_argument("--no-grid", action="store_true", help="train the defaults only")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    sets = [(f"synthetic {args.synthetic}", SyntheticSource(args.synthetic))]
+    if Path(args.ml100k, "u.data").exists():
+        sets.append(("ml-100k", MovieLensSource(args.ml100k)))
+    else:
+        print(f"(ml-100k not found at {args.ml100k}: set KWAI_ML100K or run scripts/fetch_ml100k.sh)")
+    rows, grid_log = [], []
+    for name, source in sets:
+        r, g = run(name, source, not args.no_grid)
+        rows += r
+        grid_log += g
+    print(f"\n## Models ({torch.get_num_threads()} CPU threads"
+          f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})\n")
+    print(table(["data", "model", "Recall@20", "NDCG@20", "train s", "settings"],
+                [[d, m, round(r, 4), round(n, 4), round(s, 1), c] for d, m, r, n, s, c in rows]))
+    if grid_log:
+        print("\n## Grid (validation NDCG@20, best epoch kept)\n")
+        print(table(["data", "model", "point", "val NDCG@20", "epochs", "train s"],
+                    [[d, m, p, round(v, 4), e, round(t, 1)] for d, m, p, v, e, t in grid_log]))
+
+
+if __name__ == "__main__":
+    main()
