@@ -9,6 +9,7 @@
    free loopback port (target < 5 s), and one read back.
 
 Usage: python benchmarks/bench_interest.py [--preset large] [--users 4096] [--balance-preset small]
+       [--parts export,throughput,balancing]
 """
 from __future__ import annotations
 
@@ -97,11 +98,16 @@ def main() -> None:
     parser.add_argument("--balance-preset", default="small")
     parser.add_argument("--balance-epochs", type=int, default=5)
     parser.add_argument("--export", type=int, default=100_000)
+    parser.add_argument("--parts", default="export,throughput,balancing")
     args = parser.parse_args()
     torch.manual_seed(0)
-    export(args.export, 128)
-    throughput(args.preset, args.users)
-    balancing(args.balance_preset, args.balance_epochs)
+    parts = args.parts.split(",")
+    if "export" in parts:
+        export(args.export, 128)
+    if "throughput" in parts:
+        throughput(args.preset, args.users)
+    if "balancing" in parts:
+        balancing(args.balance_preset, args.balance_epochs)
 
 
 if __name__ == "__main__":

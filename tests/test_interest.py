@@ -103,29 +103,3 @@ def test_assets_materialize_and_the_mlflow_weights_reproduce_user_vectors(built,
     assert np.allclose(np.stack(stored["vector"]), user_vectors(model, sequences), atol=1e-6)
     assert "interest_model" in set(warehouse.read("evaluation")["model"])
 
-
-def test_random_cut_keeps_history_order_and_the_short_share():
-    from kwai_assets.models.interest import random_cut
-
-    lengths = [20, 7, 1, 12]
-    full = torch.zeros(4, 25, 6, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        full[row, 25 - n:, 0] = torch.arange(1, n + 1)          # item ids = history positions 1..n
-    full[..., 1:] = full[..., :1]
-    times = full[..., 0].float() / 100
-    seen_cuts = set()
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(30):
-        long, long_time, short, short_time = random_cut(full, times, 3, 0.1, generator)
-        for row, n in enumerate(lengths):
-            past = long[row, :, 0][long[row, :, 0] > 0].tolist()
-            future = short[row, :, 0][short[row, :, 0] > 0].tolist()
-            c = len(past)
-            assert past == list(range(1, c + 1)) and long[row, -1, 0] == (c if c else 0)   # a right-aligned prefix
-            assert future == list(range(c + 1, c + 1 + len(future)))                       # what comes right after
-            assert len(future) == min(max(1, round(0.1 * n)), n - c) and n // 2 <= c <= n - 1 or n == 1
-            assert torch.equal(long_time[row], long[row, :, 0].float() / 100)
-            assert (short[row, :, 1:] == short[row, :, :1]).all()
-            if n == 20:
-                seen_cuts.add(c)
-    assert len(seen_cuts) > 3 and max(seen_cuts) == 18           # n - s with s = round(0.1 * 20) = 2

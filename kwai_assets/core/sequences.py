@@ -30,7 +30,6 @@ class Sequences:
     vocab: dict[str, int]              # feature -> embedding table size (padding included)
     events: list[str]
     item_category: np.ndarray          # [n_items] category index of every item (0 = unknown / padding)
-    short_share: float = 0.1           # the share of a history that is short-term
 
 
 def _place(values: np.ndarray, user_row: np.ndarray, dest: np.ndarray, keep: np.ndarray, shape: tuple) -> np.ndarray:
@@ -85,5 +84,4 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
                "event": len(events) + 1},
         events=events,
         item_category=_item_category(splits, n_items),
-        short_share=short_share,
     )

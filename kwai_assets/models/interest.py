@@ -33,7 +33,6 @@ class InterestConfig:
     bias_rate: float = 1e-2    # step of the "bias" balancing; DeepSeek-V3's 1e-3 assumes far more steps
     dropout: float = 0.1
     retrieval_weight: float = 1.0   # weight of the sampled-softmax loss; 0 = BPR only
-    random_cuts: bool = True        # each epoch cuts every history at a new random point (see random_cut)
     negatives: int = 1024           # uniform negatives of the sampled softmax
     epochs: int = 5
     batch_size: int = 256
@@ -169,41 +168,6 @@ def sampled_softmax(long: torch.Tensor, targets: torch.Tensor, items: torch.Tens
     return -(log_p * present).sum() / present.sum().clamp(min=1)
 
 
-def random_cut(full: torch.Tensor, full_time: torch.Tensor, short_len: int, short_share: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """(long, long_time, short, short_time) cut from right-aligned whole histories at a random point.
-
-    A user of n behaviours keeps s = max(1, round(share * n)) of them as the
-    short-term part, as the fixed 90/10 cut does, but they start at a random
-    c in [n/2, n - s] rather than at n - s; the long part is the c before.
-    Across epochs every user then contributes different targets, where the
-    fixed cut shows the model the same last tenth of each history again.
-    """
-    b, length = full.shape[:2]
-    n = (full[..., 0] > 0).sum(1)
-    s = torch.clamp(torch.round(n * short_share), min=1).long()
-    low, high = torch.div(n, 2, rounding_mode="floor"), torch.clamp(n - s, min=0)
-    c = low + (torch.rand(b, generator=generator) * (high - low + 1).clamp(min=1).float()).long().clamp(max=high - low)
-    k = torch.arange(length)[None, :]
-    source = k - (n - c)[:, None]                                   # long[k] = full[k - (n - c)]
-    keep = source >= (length - n)[:, None]
-    long_index = source.clamp(min=0)
-    j = torch.arange(short_len)[None, :]
-    s = torch.minimum(s, n - c).clamp(max=short_len)
-    short_source = (length - n + c)[:, None] + j - (short_len - s)[:, None]
-    short_keep = j >= (short_len - s)[:, None]
-    short_index = short_source.clamp(min=0, max=length - 1)
-
-    def take(values: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if values.dim() == 3:
-            out = values.gather(1, index[..., None].expand(-1, -1, values.shape[2]))
-            return out * mask[..., None]
-        return values.gather(1, index) * mask
-
-    return (take(full, long_index, keep), take(full_time, long_index, keep),
-            take(full, short_index, short_keep), take(full_time, short_index, short_keep))
-
-
 def _batches(lengths: np.ndarray, size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Batches of users with similar history lengths, in random order (random ties within a length)."""
     noise = torch.rand(len(lengths), generator=generator).numpy()
@@ -225,8 +189,7 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log=Non
                           sequences.item_category).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     tensors = [torch.from_numpy(a) for a in (sequences.long, sequences.long_time, sequences.short, sequences.short_time)]
-    full, full_time, short_len = torch.from_numpy(sequences.full), torch.from_numpy(sequences.full_time), sequences.short.shape[1]
-    lengths = (sequences.full[..., 0] > 0).sum(1)
+    lengths = (sequences.long[..., 0] > 0).sum(1)
     history = []
     for epoch in range(config.epochs):
         model.train()
@@ -234,11 +197,7 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log=Non
         for batch in _batches(lengths, config.batch_size, generator):
             if len(batch) < 2:
                 continue
-            if config.random_cuts:
-                parts = random_cut(full[batch], full_time[batch], short_len, sequences.short_share, generator)
-            else:
-                parts = (t[batch] for t in tensors)
-            long, long_time, short, short_time = (t.to(dev) for t in parts)
+            long, long_time, short, short_time = (t[batch].to(dev) for t in tensors)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 long_vec, short_vec = model(long, long_time, short, short_time)
                 loss = bpr_in_batch(long_vec.float(), short_vec.float())
