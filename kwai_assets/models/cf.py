@@ -109,6 +109,12 @@ class TripleSampler:
     def __len__(self) -> int:
         return len(self.users)
 
+    def is_known(self, u: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether each (u, j) is a train interaction: a binary search in the sorted keys (np.isin re-sorts them)."""
+        keys = u * self.n_items + j
+        at = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
+        return self.known[at] == keys
+
     def epoch(self, batch_size: int):
         order = self.rng.permutation(len(self.users))
         for start in range(0, len(order), batch_size):
@@ -116,7 +122,7 @@ class TripleSampler:
             u, i = self.users[rows], self.items[rows]
             j = self.candidates[self.rng.integers(0, len(self.candidates), len(rows))]
             for _ in range(10):            # resample the negatives that are train positives
-                clash = np.isin(u * self.n_items + j, self.known, assume_unique=False)
+                clash = self.is_known(u, j)
                 if not clash.any():
                     break
                 j[clash] = self.candidates[self.rng.integers(0, len(self.candidates), int(clash.sum()))]
