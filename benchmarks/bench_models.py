@@ -66,7 +66,7 @@ def tuned(data: EvalData, model: str, grid: bool, fixed: dict) -> tuple[CFConfig
     """The grid point with the best validation NDCG@20: config, model, train s, epochs; and every point."""
     base = CFConfig(model=model)
     space = GRID[model] if grid else {}
-    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())] or [fixed]
+    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())] if space else [fixed]
     best, best_val, log = None, -1.0, []
     for point in points:
         config = dataclasses.replace(base, **point)
