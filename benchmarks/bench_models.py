@@ -147,11 +147,11 @@ def main() -> None:
     print(f"\n## Models ({torch.get_num_threads()} CPU threads"
           f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})\n")
     print(table(["data", "model", "Recall@20", "NDCG@20", "train s", "settings"],
-                [[d, m, round(r, 4), round(n, 4), round(s, 1), c] for d, m, r, n, s, c in rows]))
+                [[d, m, f"{r:.4f}", f"{n:.4f}", round(s, 1), c] for d, m, r, n, s, c in rows]))
     if grid_log:
         print("\n## Grid (validation NDCG@20, best epoch kept)\n")
         print(table(["data", "model", "point", "val NDCG@20", "epochs", "train s"],
-                    [[d, m, p, round(v, 4), e, round(t, 1)] for d, m, p, v, e, t in grid_log]))
+                    [[d, m, p, f"{v:.4f}", e, round(t, 1)] for d, m, p, v, e, t in grid_log]))
 
 
 if __name__ == "__main__":
