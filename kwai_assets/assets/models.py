@@ -24,7 +24,6 @@ from kwai_assets.models.adapter import (
 from kwai_assets.models.adapter import load as load_adapter
 from kwai_assets.models.adapter import save as save_adapter
 from kwai_assets.models.cf import CFConfig, train_cf
-from kwai_assets.models.cf import device as cf_device
 from kwai_assets.models.cf import embeddings as cf_embeddings
 from kwai_assets.models.interest import (
     InterestConfig,
@@ -161,7 +160,7 @@ def _history_metadata(history: list[dict], run_id: str, config: dict) -> dict:
             "best_val_ndcg_at_20": float(best.get("val_ndcg_at_20", 0.0)),
             "final_loss": float(history[-1]["loss"]) if history else float("nan"),
             "seconds_per_epoch": float(np.mean([h["epoch_s"] for h in history])) if history else 0.0,
-            "device": cf_device().type, **{k: v for k, v in config.items() if not isinstance(v, dict)}}
+            "device": device().type, **{k: v for k, v in config.items() if not isinstance(v, dict)}}
 
 
 def _eval_data(splits: pd.DataFrame, id_maps: pd.DataFrame) -> tuple[EvalData, dict[str, int]]:

@@ -63,33 +63,34 @@ def interaction_matrix(splits: pd.DataFrame, split: str, n_users: int, n_items: 
     return m
 
 
-def _device() -> torch.device:
+def device() -> torch.device:
+    """CUDA when torch sees a GPU, else the CPU: the one rule for every torch step of the project."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def evaluate(scorer: Scorer, data: EvalData, ks: tuple[int, ...] = KS, batch_size: int = 1024) -> dict[tuple[str, int], float]:
     """(metric, k) -> mean over evaluated users. Also ('users', 0) -> how many were evaluated."""
-    device = _device()
+    dev = device()
     seen = ((data.train + data.val) > 0).tocsr()
     relevant = ((data.test > 0).astype(np.int8) - (data.test > 0).multiply(seen).astype(np.int8)).tocsr()
     relevant.eliminate_zeros()
     users = np.flatnonzero(relevant.getnnz(axis=1) > 0)
-    not_candidate = torch.from_numpy(~data.candidates).to(device)
+    not_candidate = torch.from_numpy(~data.candidates).to(dev)
     not_candidate[0] = True
     kmax = max(ks)
-    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=device, dtype=torch.float64))
+    discount = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=dev, dtype=torch.float64))
     ideal = torch.cumsum(discount, 0)
     sums = {(m, k): 0.0 for m in METRICS for k in ks}
 
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
-        scores = scorer(batch).to(device=device, dtype=torch.float32).clone()
+        scores = scorer(batch).to(device=dev, dtype=torch.float32).clone()
         if scores.shape != (len(batch), data.n_items):
             raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
-        scores.masked_fill_(torch.from_numpy(seen[batch].toarray()).to(device), -torch.inf)
+        scores.masked_fill_(torch.from_numpy(seen[batch].toarray()).to(dev), -torch.inf)
         scores.masked_fill_(not_candidate, -torch.inf)
         top = torch.topk(scores, min(kmax, data.n_items), dim=1).indices
-        rel = torch.from_numpy(relevant[batch].toarray()).to(device).bool()
+        rel = torch.from_numpy(relevant[batch].toarray()).to(dev).bool()
         hits = torch.nn.functional.pad(rel.gather(1, top).to(torch.float64), (0, kmax - top.shape[1]))
         n_rel = rel.sum(1)
         for k in ks:

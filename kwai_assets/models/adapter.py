@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kwai_assets.core.evaluation import EvalData
+from kwai_assets.core.evaluation import EvalData, device
 from kwai_assets.core.vectors import unit_rows, vector_matrix
-from kwai_assets.models.cf import CFConfig, LightGCN, device, train_cf
+from kwai_assets.models.cf import CFConfig, LightGCN, train_cf
 
 
 @dataclass(frozen=True)

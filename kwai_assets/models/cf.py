@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kwai_assets.core.evaluation import EvalData, evaluate
+from kwai_assets.core.evaluation import EvalData, device, evaluate
 
 MODELS = ("lightgcn", "mf")
 
@@ -46,10 +46,6 @@ class CFConfig:
     @property
     def n_layers(self) -> int:
         return self.layers if self.model == "lightgcn" else 0
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def normalized_adjacency(train: sp.csr_matrix) -> sp.csr_matrix:

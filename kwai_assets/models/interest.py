@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kwai_assets.core.evaluation import device
 from kwai_assets.models.moe import MoE
 
 
@@ -39,10 +40,6 @@ class InterestConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     seed: int = 0
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class FeatureEmbedding(nn.Module):
