@@ -71,7 +71,8 @@ def balancing(preset: str, epochs: int) -> None:
         users[s.users] = user_vectors(model, s)
         ndcg = evaluate(dot_product(users, item_vectors(model)), data, ks=(20,))["ndcg", 20]
         rows.append([label, " ".join(f"{h['load_max_over_mean']:.2f}" for h in history),
-                     " ".join(f"{h['load_entropy']:.2f}" for h in history), f"{history[-1]['loss']:.3f}", f"{ndcg:.4f}"])
+                     " ".join(f"{h['load_entropy']:.2f}" for h in history), f"{history[-1]['loss']:.3f}",
+                     f"{ndcg:.4f}"])
     print(f"\n## Expert load per epoch, {InterestConfig.n_experts} routed experts, top-{InterestConfig.top_k}, "
           f"`{preset}` ({len(s.users)} users)\n")
     print(table(["balancing", "max/mean per epoch", "entropy per epoch", "final loss", "NDCG@20"], rows))

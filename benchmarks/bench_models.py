@@ -3,16 +3,19 @@
 For each data set: the prepare group's core functions (common.prepared), the
 template LLM profiles and embeddings, exact Swing pairs, then popularity,
 Swing item-kNN, MF, LightGCN, LightGCN aligned with the LLM embeddings
-through the adapter, the adapter's own embeddings, and raw LLM cosine.
+through the adapter (fine-tuned from the trained LightGCN, as the `adapter`
+asset does; `--from-scratch` adds the older ablation that trains both from
+scratch), the adapter's own embeddings, and raw LLM cosine.
 Recall@20 / NDCG@20 on the test split (full ranking, train and val items
-excluded) and train time.
+excluded) and train time (the fine-tuned adapter's excludes the LightGCN it
+starts from).
 
 On ml-100k, MF and LightGCN are tuned on validation NDCG@20 over a small
 grid (learning rate, L2 weight, layers), each run stopping early on
 validation NDCG@20; the adapter run uses the LightGCN settings chosen there.
 The synthetic set runs the asset defaults.
 
-Usage: python benchmarks/bench_models.py [--synthetic small] [--ml100k DIR] [--no-grid]
+Usage: python benchmarks/bench_models.py [--synthetic small] [--ml100k DIR] [--no-grid] [--from-scratch]
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from kwai_assets.core.vectors import dot_product, unit_rows, vector_matrix  # no
 from kwai_assets.llm.backends import TemplateBackend  # noqa: E402
 from kwai_assets.llm.prompts import item_prompts, user_prompts  # noqa: E402
 from kwai_assets.models.adapter import AdapterConfig, AdapterInputs, encode, train_aligned  # noqa: E402
-from kwai_assets.models.cf import CFConfig, embeddings, train_cf  # noqa: E402
+from kwai_assets.models.cf import CFConfig, LightGCN, embeddings, train_cf  # noqa: E402
 from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 GRID = {"lightgcn": {"layers": [2, 3], "lr": [1e-3, 5e-3], "weight_decay": [1e-4, 1e-3]},
@@ -66,7 +69,8 @@ def tuned(data: EvalData, model: str, grid: bool, fixed: dict) -> tuple[CFConfig
     """The grid point with the best validation NDCG@20: config, model, train s, epochs; and every point."""
     base = CFConfig(model=model)
     space = GRID[model] if grid else {}
-    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())] if space else [fixed]
+    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    points = points if space else [fixed]
     best, best_val, log = None, -1.0, []
     for point in points:
         config = dataclasses.replace(base, **point)
@@ -82,7 +86,16 @@ def tuned(data: EvalData, model: str, grid: bool, fixed: dict) -> tuple[CFConfig
     return (*best, log)
 
 
-def run(name: str, source, grid: bool, fixed: dict) -> tuple[list[list], list[list]]:
+def from_scratch(data: EvalData, config: CFConfig) -> tuple[LightGCN, AdapterConfig]:
+    """An untrained base seeded as train_cf seeds it, and the CF schedule: train_aligned then trains both from
+    scratch, exactly as before the warm start (same initial weights, same random streams)."""
+    torch.manual_seed(config.seed)
+    base = LightGCN(data.n_users, data.n_items, config)
+    return base, AdapterConfig(align_weight=0.01, epochs=config.epochs, lr=config.lr, eval_every=config.eval_every,
+                               patience=config.patience)       # 0.01: the weight chosen for training from scratch
+
+
+def run(name: str, source, grid: bool, fixed: dict, scratch: bool = False) -> tuple[list[list], list[list]]:
     tables = prepared(source)
     splits, maps = tables[0], tables[1]
     sizes = index_sizes(maps)
@@ -110,13 +123,19 @@ def run(name: str, source, grid: bool, fixed: dict) -> tuple[list[list], list[li
         add(model, test_metrics(*embeddings(trained), data), seconds,
             f"dim {config.dim}, layers {config.n_layers}, lr {config.lr:g}, l2 {config.weight_decay:g}, "
             f"{epochs} epochs")
-        chosen[model] = config
+        chosen[model] = trained
     inputs = AdapterInputs.from_frames(sizes["user"], sizes["item"], user_llm, item_llm, user_pairs, item_pairs)
+    if scratch:
+        start = time.perf_counter()
+        aligned, _, history = train_aligned(data, inputs, *from_scratch(data, chosen["lightgcn"].config))
+        add("lightgcn + llm adapter, from scratch", test_metrics(*embeddings(aligned), data),
+            time.perf_counter() - start, f"as lightgcn, {len(history)} epochs")
+    settings = AdapterConfig()
     start = time.perf_counter()
-    aligned, adapter, history = train_aligned(data, inputs, chosen["lightgcn"], AdapterConfig())
+    aligned, adapter, history = train_aligned(data, inputs, chosen["lightgcn"], settings)
     seconds = time.perf_counter() - start
     add("lightgcn + llm adapter", test_metrics(*embeddings(aligned), data), seconds,
-        f"as lightgcn, {len(history)} epochs")
+        f"fine-tuned from lightgcn, lr {settings.lr:g}, {len(history)} epochs")
     add("llm adapted (encoder only)", test_metrics(encode(adapter, inputs.user_llm), encode(adapter, inputs.item_llm),
                                                    data), 0.0, "same run")
     add("llm cosine (template)", test_metrics(unit_rows(vector_matrix(user_llm, "user_idx", sizes["user"])),
@@ -130,6 +149,8 @@ def main() -> None:
     parser.add_argument("--synthetic", default="small")
     parser.add_argument("--ml100k", default=os.environ.get("KWAI_ML100K", str(Path.home() / ".cache/kwai/ml-100k")))
     parser.add_argument("--no-grid", action="store_true", help="train the tuned settings only (TUNED_ML100K)")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="also train LightGCN and the adapter together from scratch (the older, slower ablation)")
     args = parser.parse_args()
     torch.manual_seed(0)
     sets = [(f"synthetic {args.synthetic}", SyntheticSource(args.synthetic))]
@@ -141,7 +162,8 @@ def main() -> None:
     for name, source in sets:
         print(f"{name} ...", file=sys.stderr, flush=True)
         on_ml100k = name == "ml-100k"
-        r, g = run(name, source, not args.no_grid and on_ml100k, TUNED_ML100K if on_ml100k else {})
+        r, g = run(name, source, not args.no_grid and on_ml100k, TUNED_ML100K if on_ml100k else {},
+                   args.from_scratch)
         rows += r
         grid_log += g
     print(f"\n## Models ({torch.get_num_threads()} CPU threads"

@@ -87,7 +87,8 @@ def main() -> None:
                      f"{extrapolated / m.seconds:,.0f}x"])
     print()
     print(table(["data (train split)", "interactions", "users", "items", "user pairs", "work Σ shared²",
-                 "swing s", "step 1 (pairs) s", "peak RSS GB (before)", "notebook loop (subset)", "notebook extrapolated s",
+                 "swing s", "step 1 (pairs) s", "peak RSS GB (before)", "notebook loop (subset)",
+                 "notebook extrapolated s",
                  "speed-up"], rows))
 
 

@@ -1,12 +1,14 @@
-"""Environment-level settings, read once when the definitions load.
+"""Environment-level settings: the one place that reads the environment.
 
 Everything that shapes the *graph* (where data lives, which source feeds it,
-when daily partitions start) comes from the environment so that `dagster dev`,
-`dagster asset materialize` and the tests all see the same values. Tunables of
-a single asset (k of the k-core, split ratios, ...) are Dagster run config.
+when daily partitions start, how many LLM shards) comes from the environment,
+so that `dagster dev`, `dagster asset materialize`, `kwai` and the tests see the
+same values. Tunables of a single asset (k of the k-core, a model's learning
+rate, ...) are Dagster run config, derived from the dataclass that defines them.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +16,16 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path                 # KWAI_HOME: warehouse, catalog, MLflow store, Dagster instance
+    home: Path                 # KWAI_HOME: warehouse, catalog, MLflow store, Dagster instance, embedded Redis
     source: str                # KWAI_SOURCE: synthetic | files | movielens
-    preset: str                # KWAI_PRESET: synthetic size (tiny | small | large)
+    preset: str                # KWAI_PRESET: synthetic size (tiny | small | medium | large)
     data_dir: str              # KWAI_DATA_DIR: directory of the files / movielens source
     start_date: str            # KWAI_START_DATE: first daily partition of raw_interactions
     seed: int                  # KWAI_SEED: synthetic generator seed
     llm_backend: str = "template"   # KWAI_LLM_BACKEND: template | transformers | vllm
     llm_model: str = ""             # KWAI_LLM_MODEL: local Hugging Face model directory
     llm_shards: int = 4             # KWAI_LLM_SHARDS: static partitions of the LLM assets
-    redis_url: str = "redis://127.0.0.1:6379/0"   # KWAI_REDIS_URL: the online store
+    redis_url: str = ""             # KWAI_REDIS_URL: the online store; empty = an embedded server under home
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,25 +40,15 @@ class Settings:
             llm_backend=env.get("KWAI_LLM_BACKEND", "template"),
             llm_model=env.get("KWAI_LLM_MODEL", ""),
             llm_shards=int(env.get("KWAI_LLM_SHARDS", "4")),
-            redis_url=env.get("KWAI_REDIS_URL", cls.redis_url),
+            redis_url=env.get("KWAI_REDIS_URL", ""),
         )
-
-    @property
-    def warehouse_dir(self) -> Path:
-        return self.home / "warehouse"
-
-    @property
-    def catalog_path(self) -> Path:
-        return self.home / "catalog.duckdb"
-
-    @property
-    def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
     def llm_cache(self) -> Path:
         return self.home / "cache" / "llm"
 
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.home / "mlartifacts"
+
+@functools.cache
+def current() -> Settings:
+    """The settings of this process, read once."""
+    return Settings.from_env()

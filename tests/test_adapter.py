@@ -1,9 +1,25 @@
-"""The adapter: planted alignment recovered, reconstruction, the ablation on the tiny graph."""
+"""The adapter: planted alignment recovered, reconstruction, save/load, the warm start from a trained CF model,
+the ablation on the tiny graph."""
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import torch
 
 from kwai_assets.core.vectors import unit_rows
-from kwai_assets.models.adapter import Adapter, AdapterConfig, adapter_loss, held_out, reconstruction_error
+from kwai_assets.models.adapter import (
+    Adapter,
+    AdapterConfig,
+    AdapterInputs,
+    adapter_loss,
+    held_out,
+    load,
+    reconstruction_error,
+    reconstruction_problems,
+    save,
+    train_aligned,
+)
+from kwai_assets.models.cf import train_cf
 
 
 def test_the_adapter_recovers_a_planted_linear_alignment():
@@ -13,7 +29,7 @@ def test_the_adapter_recovers_a_planted_linear_alignment():
     target = llm @ planted                                   # the "collaborative" side: a linear map of the LLM side
     train, test = np.arange(1600), np.arange(1600, 2000)
     torch.manual_seed(0)
-    net = Adapter(48, 8, hidden=64, dropout=0.0)
+    net = Adapter(48, 8, AdapterConfig(hidden=64, dropout=0.0))
     config = AdapterConfig(align_weight=1.0, reconstruction_weight=1.0, temperature=0.1)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     x, y = torch.from_numpy(llm), torch.from_numpy(target)
@@ -39,6 +55,53 @@ def test_held_out_rows_are_a_stable_share():
     index = np.arange(1, 100_001)
     mask = held_out(index, 0.1)
     assert abs(mask.mean() - 0.1) < 0.01 and np.array_equal(mask, held_out(index.copy(), 0.1))
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = Adapter(48, 8, AdapterConfig(hidden=32, held_out=0.2)).eval()
+    again = load(save(net, tmp_path / "adapter"))
+    assert again.config == net.config and again.config.held_out == 0.2 and not again.training
+    x = torch.from_numpy(unit_rows(np.random.default_rng(0).normal(size=(20, 48)).astype(np.float32)))
+    with torch.no_grad():
+        for a, b in zip(again(x), net(x), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_reconstruction_problems_name_what_fails():
+    torch.manual_seed(0)
+    net = Adapter(16, 4, AdapterConfig(hidden=8, held_out=0.5)).eval()
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"user_idx": np.arange(1, 41), "vector": list(rng.normal(size=(40, 16)).astype(np.float32))})
+    no_items = frame.rename(columns={"user_idx": "item_idx"}).iloc[:0]
+    problems, errors = reconstruction_problems(net, {"user": frame, "item": no_items})
+    assert "users: decoder MSE" in problems[0] and "no held-out items" in problems[1]      # untrained: worse than mean
+    assert errors["user"][0] >= errors["user"][1]
+
+
+def planted_inputs(data, dim: int = 24, seed: int = 0) -> AdapterInputs:
+    """LLM-like vectors that encode the planted taste group, and a few same-group pairs."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=(2, dim))
+    users = direction[np.arange(data.n_users) % 2] + 0.5 * rng.normal(size=(data.n_users, dim))
+    items = direction[np.arange(data.n_items) % 2] + 0.5 * rng.normal(size=(data.n_items, dim))
+    pairs = np.array([[a, a + 2] for a in range(1, 60)])
+    return AdapterInputs(unit_rows(users.astype(np.float32)), unit_rows(items.astype(np.float32)), pairs, pairs)
+
+
+def test_the_aligned_model_is_fine_tuned_from_the_base():
+    from test_cf import SMALL, ego, planted_world
+
+    data = planted_world()
+    base, _ = train_cf(data, SMALL)
+    before, inputs = ego(base), planted_inputs(data)
+    config = AdapterConfig(hidden=32, pair_batch=64, epochs=0, eval_every=1, patience=2)
+    same, net, history = train_aligned(data, inputs, base, config)
+    assert history == [] and np.array_equal(ego(same), before) and net.config == config
+    tuned, _, history = train_aligned(data, inputs, base, dataclasses.replace(config, epochs=3))
+    assert tuned.config == dataclasses.replace(SMALL, epochs=3, eval_every=1, patience=2, lr=config.lr)
+    assert "val_ndcg_at_20" in history[0] and not np.array_equal(ego(tuned), before)
+    assert np.array_equal(ego(base), before)
 
 
 def test_aligned_cf_beats_cf_alone_and_the_checks_pass(built, warehouse):

@@ -3,18 +3,17 @@ import hashlib
 
 import dagster as dg
 import pytest
-from conftest import ALL, build_rest, checks, ingest, tiny_settings
+from conftest import ALL, INTEREST, build_rest, checks, ingest, tiny_settings
 
 from kwai_assets.definitions import build_resources, defs
+from kwai_assets.io.model_store import ModelStore
 from kwai_assets.io.warehouse import Warehouse
 
 
 def test_every_asset_materializes_and_every_check_passes(built):
     settings, result = built
     evaluations = checks(result)
-    expected = {c.name for d in defs.asset_checks for c in d.check_specs} - {
-        "raw_interactions_schema", "user_llm_embeddings_valid", "item_llm_embeddings_valid",
-        "online_store_round_trip"}                                      # checked in their own runs
+    expected = {c.name for d in defs.asset_checks for c in d.check_specs}
     assert set(evaluations) == expected
     failed = {name: e.description for name, e in evaluations.items() if not e.passed}
     assert not failed
@@ -41,10 +40,8 @@ def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
     assert table["value"].between(0, 1).all()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata
     assert "| popularity |" in meta["results"].value
-    import mlflow
-
-    run = mlflow.MlflowClient(settings.mlflow_uri).get_run(meta["mlflow_run_id"].value)
-    assert run.data.metrics["popularity.ndcg_at_20"] == pytest.approx(
+    metrics = ModelStore(settings.home).metrics(meta["mlflow_run_id"].value)
+    assert metrics["popularity.ndcg_at_20"] == pytest.approx(
         table.query("model == 'popularity' and metric == 'ndcg' and k == 20")["value"].item())
 
 
@@ -81,9 +78,8 @@ def test_attribute_loss_above_the_limit_fails_the_check(built, tmp_path):
     assert ingest(settings, "2026-01-01", "2026-01-05").success
     result = build_rest(settings, raise_on_error=False, run_config={
         "ops": {"user_attributes": {"config": {"max_missing_fraction": 0.0}}}})
-    check = checks(result)["user_attributes_join_loss"]
-    assert not check.passed
-    assert "users" in check.description and "have no row in raw_users; limit 0.0%" in check.description
+    message = str(result.get_step_failure_events()[0].step_failure_data.error)   # checked before the write
+    assert "users" in message and "have no row in raw_users; limit 0.0%" in message
     assert not result.success       # blocking: downstream steps did not run
 
 
@@ -101,7 +97,8 @@ def test_bad_files_fail_with_a_clear_message_and_keep_the_previous_parquet(tmp_p
     resources = build_resources(settings)
     users = dg.AssetSelection.assets("raw_users")
     assert dg.materialize(ALL, resources=resources, selection=users).success
-    assert ingest(settings, "2026-01-01", "2026-01-01").success
+    one_row = {"ops": {"raw_interactions": {"config": {"min_users": 1, "min_items": 1, "min_rows_per_day": 1}}}}
+    assert ingest(settings, "2026-01-01", "2026-01-01", run_config=one_row).success
     wh = Warehouse(settings.home)
     users_path, day_path = wh.path("raw_users"), wh.path("raw_interactions", "2026-01-01")
     good = sha(users_path), sha(day_path)
@@ -112,7 +109,7 @@ def test_bad_files_fail_with_a_clear_message_and_keep_the_previous_parquet(tmp_p
     failed = dg.materialize(ALL, resources=resources, selection=users, raise_on_error=False)
     assert not failed.success
     assert "users.csv: missing column 'user_id'" in str(failed.get_step_failure_events()[0].step_failure_data.error)
-    failed = ingest(settings, "2026-01-01", "2026-01-01", raise_on_error=False)
+    failed = ingest(settings, "2026-01-01", "2026-01-01", raise_on_error=False, run_config=one_row)
     message = str(failed.get_step_failure_events()[0].step_failure_data.error)
     assert "interactions.csv: column 'lat' has 1 values outside [-90, 90], e.g. '930.5'" in message
     assert (sha(users_path), sha(day_path)) == good
@@ -131,3 +128,28 @@ def test_positive_pairs_come_from_train_only(warehouse):
     assert set(pairs["src"]) <= train_items and set(pairs["dst"]) <= train_items
     assert len(warehouse.read("user_positive_pairs")) > 0
 
+
+
+def test_a_failing_check_keeps_the_stored_version_and_the_rejected_one_aside(tmp_path):
+    settings = tiny_settings(tmp_path)
+    assert ingest(settings, "2026-01-01", "2026-01-05").success
+    interest = dg.AssetSelection.assets("interest_model").required_multi_asset_neighbors()
+    assert build_rest(settings, interest.upstream() - dg.AssetSelection.assets("raw_interactions"),
+                      run_config={"ops": {"interest_model": {"config": INTEREST}}}).success
+    wh = Warehouse(settings.home)
+    kept = {name: sha(wh.path(name)) for name in ("clean_interactions", "user_vectors", "interest_item_vectors")}
+
+    # a k-core that leaves nothing: the asset fails before its write, naming the kept-aside version
+    failed = build_rest(settings, dg.AssetSelection.assets("clean_interactions"), raise_on_error=False,
+                        run_config={"ops": {"clean_interactions": {"config": {"k": 1000}}}})
+    message = str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert "clean_interactions failed its check, so the stored version is unchanged: no rows left (k=1000)" in message
+    rejected = list((settings.home / "rejected" / "clean_interactions").glob("*.parquet"))
+    assert len(rejected) == 1 and str(rejected[0]) in message
+
+    # a learning rate that turns every vector into NaN: no vector file is replaced
+    failed = build_rest(settings, interest, raise_on_error=False,
+                        run_config={"ops": {"interest_model": {"config": {**INTEREST, "lr": 1e30}}}})
+    assert not failed.success
+    assert "user_vectors failed its check" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert {name: sha(wh.path(name)) for name in kept} == kept

@@ -1,5 +1,9 @@
-"""LightGCN / MF: propagation against a dense reference, negatives, determinism, beating popularity."""
+"""LightGCN / MF: propagation against a dense reference, negatives, determinism, beating popularity,
+save/load, warm start."""
+import dataclasses
+
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -9,7 +13,9 @@ from kwai_assets.models.cf import (
     LightGCN,
     TripleSampler,
     embeddings,
+    load,
     normalized_adjacency,
+    save,
     to_torch_sparse,
     train_cf,
 )
@@ -25,7 +31,7 @@ def test_lightgcn_propagation_matches_a_dense_reference():
     assert np.allclose(normalized_adjacency(train).toarray(), a_hat)
 
     torch.manual_seed(0)
-    model = LightGCN(4, 4, 3, 2, to_torch_sparse(normalized_adjacency(train), torch.device("cpu")))
+    model = LightGCN(4, 4, CFConfig(dim=3, layers=2), to_torch_sparse(normalized_adjacency(train), torch.device("cpu")))
     ego = torch.cat([model.user.weight, model.item.weight]).detach().numpy()
     expected = (ego + a_hat @ ego + a_hat @ a_hat @ ego) / 3
     users, items = embeddings(model)
@@ -33,7 +39,7 @@ def test_lightgcn_propagation_matches_a_dense_reference():
 
 
 def test_mf_is_lightgcn_without_propagation():
-    model = LightGCN(3, 5, 4, 0, None)
+    model = LightGCN(3, 5, CFConfig(model="mf", dim=4), None)
     users, items = embeddings(model)
     assert np.array_equal(users, model.user.weight.detach().numpy())
     assert np.array_equal(items, model.item.weight.detach().numpy())
@@ -79,3 +85,51 @@ def test_training_is_deterministic_and_beats_popularity():
     assert ndcg > 1.5 * evaluate(popularity(data), data, ks=(20,))["ndcg", 20]
     best = max(h["val_ndcg_at_20"] for h in history if "val_ndcg_at_20" in h)
     assert history[-1]["epoch"] <= config.epochs and best > 0
+
+
+SMALL = CFConfig(dim=16, layers=2, lr=1e-2, epochs=10, eval_every=5, batch_size=256)
+
+
+def ego(model: LightGCN) -> np.ndarray:
+    return torch.cat([model.user.weight, model.item.weight]).detach().cpu().numpy().copy()
+
+
+def test_save_load_round_trip(tmp_path):
+    data = planted_world()
+    model, _ = train_cf(data, SMALL)
+    save(model, tmp_path / "cf")
+    again = load(tmp_path / "cf", data.train)
+    assert again.config == model.config and not again.training
+    assert np.array_equal(ego(again), ego(model))
+    for a, b in zip(embeddings(again), embeddings(model), strict=True):
+        assert np.array_equal(a, b)
+    # without the train graph: the ego embeddings and config are there (a warm start needs no more), not propagation
+    bare = load(tmp_path / "cf")
+    assert np.array_equal(ego(bare), ego(model))
+    with pytest.raises(RuntimeError, match="train graph"):
+        bare.propagate()
+    with pytest.raises(ValueError, match="interactions"):
+        load(tmp_path / "cf", data.val)
+
+
+def test_mf_round_trip_needs_no_graph(tmp_path):
+    model = LightGCN(3, 5, CFConfig(model="mf", dim=4))
+    again = load(save(model, tmp_path / "mf"))
+    assert np.array_equal(embeddings(again)[1], embeddings(model)[1])
+
+
+def test_warm_start_starts_from_the_base_and_leaves_it_alone():
+    data = planted_world()
+    base, _ = train_cf(data, SMALL)
+    before = ego(base)
+    same, history = train_cf(data, dataclasses.replace(SMALL, epochs=0), init=base)
+    assert history == [] and np.array_equal(ego(same), before)
+    frozen, _ = train_cf(data, dataclasses.replace(SMALL, lr=0.0, epochs=2, eval_every=1), init=base.state_dict())
+    assert np.array_equal(ego(frozen), before)
+    tuned, _ = train_cf(data, dataclasses.replace(SMALL, epochs=2, eval_every=1, seed=1), init=base)
+    assert not np.array_equal(ego(tuned), before)
+    assert np.array_equal(ego(base), before)                   # the base is copied, never trained in place
+    scratch, _ = train_cf(data, dataclasses.replace(SMALL, epochs=0, seed=1))
+    assert not np.array_equal(ego(scratch), before)
+    with pytest.raises(ValueError, match="init has"):
+        train_cf(data, dataclasses.replace(SMALL, dim=8), init=base)

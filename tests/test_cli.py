@@ -40,7 +40,8 @@ def test_daily_schedule_asks_for_yesterday():
     requests = schedule.evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == ["2026-03-09"]
     job = defs.resolve_job_def("daily_refresh")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {"raw_interactions", "splits", "evaluation"}
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert keys >= {"raw_interactions", "splits", "evaluation"}
 
 
 def test_kwai_days_prints_the_partition_range(monkeypatch, capsys):
@@ -51,3 +52,34 @@ def test_kwai_days_prints_the_partition_range(monkeypatch, capsys):
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
+
+
+def test_kwai_run_records_the_run_and_prints_step_times(tmp_path):
+    env = env_for(tmp_path)
+    (tmp_path / "dagster").mkdir()
+    (tmp_path / "dagster" / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
+    run = subprocess.run([BIN / "kwai", "run", "ingest", "--days", "2026-01-02...2026-01-03"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "raw_interactions" in run.stdout and "wall time per step" in run.stdout
+    assert sorted(p.stem for p in (tmp_path / "warehouse" / "raw_interactions").glob("*.parquet")) == [
+        "2026-01-02", "2026-01-03"]
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
+        [recorded] = instance.get_runs()
+        assert recorded.job_name == "ingest" and recorded.status == dg.DagsterRunStatus.SUCCESS
+    failed = subprocess.run([BIN / "kwai", "run", "no_such_job"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert failed.returncode == 1 and "no_such_job" in failed.stderr
+
+
+def test_the_configuration_reference_is_generated_from_the_code():
+    from kwai_assets.reference import config_reference
+
+    assert Path("docs/configuration.md").read_text() == config_reference(defs) + "\n", \
+        "docs/configuration.md is stale: run `kwai config > docs/configuration.md`"
+
+
+def test_every_asset_and_check_has_a_description_in_the_ui():
+    undescribed = [s.key.to_user_string() for s in defs.resolve_all_asset_specs() if not s.description]
+    undescribed += [c.name for d in defs.asset_checks for c in d.check_specs if not c.description]
+    assert not undescribed

@@ -79,3 +79,23 @@ def test_evaluation_is_deterministic(data):
     a = evaluate(random_scores(data, seed=3), data)
     b = evaluate(random_scores(data, seed=3), data)
     assert a == b
+
+
+def test_kwai_recommend_exports_raw_ids_top_k_without_seen_items(built, warehouse, tmp_path, monkeypatch):
+    from kwai_assets.cli import main
+
+    settings, _ = built
+    monkeypatch.setenv("KWAI_HOME", str(settings.home))
+    out = tmp_path / "top.tsv"
+    assert main(["recommend", "cf", "--k", "10", "--out", str(out)]) == 0
+    top = pd.read_csv(out, sep="\t", dtype={"user_id": str, "item_id": str})
+    assert list(top.columns) == ["user_id", "item_id", "rank"]
+    maps = warehouse.read("id_maps")
+    raw = {e: maps[maps.entity == e].set_index("idx")["raw_id"] for e in ("user", "item")}
+    splits = warehouse.read("splits")
+    seen = splits[splits.split != "test"].assign(user_id=lambda d: raw["user"].reindex(d.user_idx).to_numpy(),
+                                                 item_id=lambda d: raw["item"].reindex(d.item_idx).to_numpy())
+    assert set(top["user_id"]) == set(seen.loc[seen.split == "train", "user_id"])     # raw ids, every train user
+    assert top.merge(seen, on=["user_id", "item_id"]).empty                           # nothing seen in train or val
+    assert (top.groupby("user_id").size() == 10).all() and (top.groupby("user_id")["rank"].max() == 10).all()
+    assert main(["recommend", "no_such_model", "--out", str(tmp_path / "x.tsv")]) == 2

@@ -1,6 +1,5 @@
 """Behaviour sequences and the long-term interest model."""
 import dagster as dg
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +8,8 @@ from conftest import INTEREST, checks
 
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import behaviour_sequences
-from kwai_assets.models.interest import InterestConfig, InterestModel, Tower, load, train_interest, user_vectors
+from kwai_assets.io.model_store import ModelStore
+from kwai_assets.models.interest import InterestConfig, InterestModel, Tower, train_interest, user_vectors
 
 SMALL = InterestConfig(dim=32, depth=1, heads=2, head_dim=16, n_experts=4, epochs=4, batch_size=64, negatives=64)
 
@@ -93,8 +93,7 @@ def test_assets_materialize_and_the_mlflow_weights_reproduce_user_vectors(built,
     assert len(warehouse.read("interest_model")) == INTEREST["epochs"]
     run_id = next(m.metadata["mlflow_run_id"].value for m in result.asset_materializations_for_node("interest_model")
                   if m.asset_key == dg.AssetKey("interest_model"))
-    mlflow.set_tracking_uri(settings.mlflow_uri)
-    model = load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="interest_model"))
+    model = ModelStore(settings.home).load(run_id, "interest_model")        # the model store, as assets load
     sizes = index_sizes(warehouse.read("id_maps"))
     sequences = behaviour_sequences(warehouse.read("splits"), sizes["item"], sizes["category"],
                                     INTEREST["long_len"], INTEREST["short_len"])

@@ -10,13 +10,13 @@ import pytest
 from conftest import SHARDS, build_shard
 from tiny_llm import build_tiny_qwen
 
-from kwai_assets.io.resources import LLMResource
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.llm.backends import TemplateBackend, TransformersBackend, VLLMBackend, open_backend
 from kwai_assets.llm.cache import GenerationCache
 from kwai_assets.llm.profiles import generate_profiles, shard_of
 from kwai_assets.llm.prompts import PromptConfig, item_prompts, user_prompts
 from kwai_assets.llm.text import SYSTEM, count_tokens, document_of
+from kwai_assets.resources import LLMResource
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,8 @@ def test_prompts_see_the_train_split_only(tables):
     train = splits[splits.split == "train"]
     assert set(prompts["user_idx"]) == set(train["user_idx"])
     counts = train.groupby("user_idx").size()
-    assert all(json.loads(d)["interactions"] == counts[u] for u, d in zip(prompts.user_idx, prompts.document, strict=True))
+    assert all(json.loads(d)["interactions"] == counts[u]
+               for u, d in zip(prompts.user_idx, prompts.document, strict=True))
     # a category a user only has in val/test never shows up in their document
     names = tables[1].query("entity == 'category'").set_index("idx")["raw_id"]
     later = splits[splits.split != "train"].assign(name=lambda d: d.category_idx.map(names))

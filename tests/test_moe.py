@@ -67,7 +67,8 @@ def test_share_balancing_turns_to_the_experts_last_epoch_left_idle():
 
 
 def test_load_stats():
-    assert load_stats(torch.tensor([5.0, 5.0, 5.0, 5.0])) == pytest.approx({"load_max_over_mean": 1.0, "load_entropy": 1.0})
+    assert load_stats(torch.tensor([5.0, 5.0, 5.0, 5.0])) == pytest.approx(
+        {"load_max_over_mean": 1.0, "load_entropy": 1.0})
     one = load_stats(torch.tensor([8.0, 0.0, 0.0, 0.0]))
     assert one["load_max_over_mean"] == 4.0 and one["load_entropy"] == 0.0
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import ALL, ONLINE, checks
 
 from kwai_assets.definitions import build_resources
-from kwai_assets.io.online_store import OnlineStore
+from kwai_assets.io.online_store import OnlineStore, safe_url
 from kwai_assets.io.redis_server import free_port
 from kwai_assets.io.warehouse import Warehouse
 
@@ -68,6 +68,25 @@ def test_a_reader_during_an_export_sees_one_version_never_a_mix(store):
 def test_a_redis_that_is_down_says_so():
     with pytest.raises(ConnectionError, match=r"cannot reach Redis at redis://127.0.0.1:\d+/0"):
         OnlineStore.connect(f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_a_redis_that_is_down_never_prints_the_password():
+    port = free_port()
+    with pytest.raises(ConnectionError) as err:
+        OnlineStore.connect(f"redis://admin:s3cr3t-pw@127.0.0.1:{port}/0")
+    assert "s3cr3t-pw" not in str(err.value) and "admin" not in str(err.value)
+    assert f"127.0.0.1:{port}" in str(err.value)
+
+
+@pytest.mark.parametrize("url, safe", [
+    ("redis://:secret@127.0.0.1:6499/0", "redis://127.0.0.1:6499/0"),
+    ("rediss://user:secret@cache.internal:6380/2?password=secret&ssl_cert_reqs=none",
+     "rediss://cache.internal:6380/2?ssl_cert_reqs=none"),
+    ("redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379/1"),
+    ("unix://:secret@/run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+])
+def test_safe_url_drops_user_and_password(url, safe):
+    assert safe_url(url) == safe
 
 
 def test_the_online_store_asset_serves_user_vectors_under_raw_ids(built, redis_url):

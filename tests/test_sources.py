@@ -2,11 +2,14 @@
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from kwai_assets.core.attributes import interaction_counts, join_attributes
 from kwai_assets.core.clean import clean_interactions
 from kwai_assets.sources import FilesSource, MovieLensSource, SyntheticSource
-from kwai_assets.sources.contract import ContractError
+from kwai_assets.sources.contract import USERS, ContractError
 
 JAN1, JAN4 = date(2026, 1, 1), date(2026, 1, 4)
 
@@ -85,7 +88,8 @@ def test_files_source_reads_parquet(tmp_path):
     (GOOD.replace("30.5,104.0,2026", "north,104.0,2026"),
      "interactions.csv: column 'lat' has 1 values that are not a number, e.g. 'north'"),
     (GOOD.replace("1767283200", "yesterday"),
-     "interactions.csv: column 'ts' has 1 values that are not a timestamp (ISO 8601 or Unix seconds), e.g. 'yesterday'"),
+     "interactions.csv: column 'ts' has 1 values that are not a timestamp (ISO 8601 or Unix seconds), "
+     "e.g. 'yesterday'"),
     (GOOD.replace("30.5,104.0,1767283200", "91.5,104.0,1767283200"),
      "interactions.csv: column 'lat' has 1 values outside [-90, 90], e.g. '91.5'"),
     (GOOD.replace("u2,p1", ",p1"), "interactions.csv: column 'user_id' is empty in 1 rows"),
@@ -99,6 +103,128 @@ def test_files_source_rejects_bad_input_naming_file_column_value(tmp_path, text,
 def test_files_source_needs_interactions(tmp_path):
     with pytest.raises(FileNotFoundError, match="no interactions file"):
         FilesSource(tmp_path).interactions(JAN1, JAN4)
+
+
+# -- files: untrusted deliveries ---------------------------------------------
+HEADER = "user_id,item_id,poi_id,lat,lon,ts"
+NUMERIC = f"""{HEADER}
+1,7,l1,30.5,104.0,2026-01-01T08:00:00
+2,7,l1,30.5,104.0,2026-01-01T09:00:00
+"""
+
+
+def contract_error(src: FilesSource, table: str = "interactions") -> str:
+    with pytest.raises(ContractError) as err:
+        src.interactions(JAN1, JAN4) if table == "interactions" else getattr(src, table)()
+    return str(err.value)
+
+
+@pytest.mark.parametrize("name", ["interactions.csv", "interactions.parquet", "users.csv"])
+def test_files_source_rejects_an_empty_file(tmp_path, name):
+    write(tmp_path, NUMERIC)
+    (tmp_path / name).write_bytes(b"")
+    message = contract_error(FilesSource(tmp_path), name.split(".")[0])
+    assert f"{name}: the file is empty (no header, 0 rows)" in message
+
+
+def test_files_source_rejects_header_only_files(tmp_path):
+    expected = "interactions.csv: header only (user_id, item_id, poi_id, lat, lon, ts), 0 rows"
+    assert contract_error(write(tmp_path, HEADER + "\n")) == expected
+    (tmp_path / "users.csv").write_text("user_id,gender\n")
+    assert contract_error(write(tmp_path, NUMERIC), "users") == "users.csv: header only (user_id, gender), 0 rows"
+    (tmp_path / "interactions.csv").unlink()
+    pd.DataFrame({"user_id": pd.Series([], dtype="int64")}).to_parquet(tmp_path / "interactions.parquet")
+    assert "interactions.parquet: header only (user_id), 0 rows" in contract_error(FilesSource(tmp_path))
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("-5", "interactions.csv: column 'user_id' has 1 negative ids, e.g. '-5'"),
+    ("1.5", "interactions.csv: column 'user_id' has 1 ids that are not whole numbers, e.g. '1.5'"),
+    ("NaN", "interactions.csv: column 'user_id' is empty in 1 rows, e.g. 'NaN'"),
+    ("null", "interactions.csv: column 'user_id' is empty in 1 rows, e.g. 'null'"),
+    ("", "interactions.csv: column 'user_id' is empty in 1 rows"),
+])
+def test_files_source_rejects_bad_numeric_ids_in_csv(tmp_path, bad, expected):
+    text = NUMERIC + f"{bad},8,l1,30.5,104.0,2026-01-01T10:00:00\n"
+    assert expected in contract_error(write(tmp_path, text))
+
+
+def test_files_source_treats_nan_and_null_as_empty_in_text_ids(tmp_path):
+    text = GOOD + "NULL,p1,,,,2026-01-02T11:00:00,\nnan,p1,,,,2026-01-02T12:00:00,\n"
+    assert "interactions.csv: column 'user_id' is empty in 2 rows, e.g. " in contract_error(write(tmp_path, text))
+
+
+def parquet(tmp_path, user_id: pa.Array) -> FilesSource:
+    n = len(user_id)
+    pq.write_table(pa.table({
+        "user_id": user_id, "item_id": pa.array([7] * n), "poi_id": pa.array([None] * n, pa.string()),
+        "lat": pa.array([1.0] * n), "lon": pa.array([2.0] * n),
+        "ts": pa.array([pd.Timestamp("2026-01-01 01:00")] * n, pa.timestamp("us")),
+    }), tmp_path / "interactions.parquet")
+    return FilesSource(tmp_path)
+
+
+@pytest.mark.parametrize("user_id, expected", [
+    (pa.array([1.0, float("nan")], from_pandas=False), "column 'user_id' is empty in 1 rows, e.g. 'nan'"),
+    (pa.array([1.0, None]), "column 'user_id' is empty in 1 rows"),
+    (pa.array([1, -5]), "column 'user_id' has 1 negative ids, e.g. '-5'"),
+    (pa.array([1.0, 1.5]), "column 'user_id' has 1 ids that are not whole numbers, e.g. '1.5'"),
+    (pa.array(["1", "NaN"]), "column 'user_id' is empty in 1 rows, e.g. 'NaN'"),
+])
+def test_files_source_rejects_bad_ids_in_parquet(tmp_path, user_id, expected):
+    assert f"interactions.parquet: {expected}" in contract_error(parquet(tmp_path, user_id))
+
+
+def test_parquet_float_ids_join_csv_ids(tmp_path):
+    src = parquet(tmp_path, pa.array([1.0, 2.0, 10.0]))     # pandas turns an int column with a gap into floats
+    (tmp_path / "users.csv").write_text("user_id,gender\n1,F\n2,M\n10,F\n")
+    clicks = src.interactions(JAN1, date(2026, 1, 2))
+    assert clicks["user_id"].tolist() == ["1", "2", "10"] and clicks["item_id"].tolist() == ["7"] * 3
+    joined, report = join_attributes(interaction_counts(clicks, "user_id"), src.users(), USERS)
+    assert joined["has_attributes"].all() and report.missing == 0
+
+
+def test_numeric_ids_are_canonical_and_codes_stay_text(tmp_path):
+    text = NUMERIC.replace("\n1,7,", "\n1.0,+7,")
+    (tmp_path / "users.csv").write_text("user_id,zip\n1,007\n2,010\n")
+    (tmp_path / "items.csv").write_text("item_id,poi_id\n007,l1\n7,l1\n")
+    src = write(tmp_path, text)
+    df = src.interactions(JAN1, JAN4)
+    assert df["user_id"].tolist() == ["1", "2"] and df["item_id"].tolist() == ["7", "7"]
+    assert src.users()["zip"].tolist() == ["007", "010"]              # attributes are never normalised
+    assert src.items()["item_id"].tolist() == ["007", "7"]            # a zero-padded column is codes: verbatim
+
+
+@pytest.mark.parametrize("ts", ["0", "-3600", "1970-01-01T00:00:00"])
+def test_files_source_rejects_timestamps_at_or_before_the_epoch(tmp_path, ts):
+    text = NUMERIC + f"3,7,l1,30.5,104.0,{ts}\n"
+    expected = f"interactions.csv: column 'ts' has 1 values at or before 1970-01-01, e.g. '{ts}'"
+    assert expected in contract_error(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("table", ["users", "items"])
+def test_a_header_cannot_inject_sql(tmp_path, table):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-42")
+    key = f"{table[:-1]}_id"
+    # closes the quoted identifier, reads a local file, comments out the rest of the statement
+    payload = f"{key}\" AS VARCHAR)), '') AS x, (SELECT content FROM read_text('{secret}')) AS leak FROM delivered --"
+    (tmp_path / f"{table}.csv").write_text(f'{key},"{payload.replace(chr(34), chr(34) * 2)}"\n1,F\n')
+    message = contract_error(write(tmp_path, NUMERIC), table)
+    assert f"{table}.csv: column name " in message and "holds a double quote" in message
+    assert "TOP-SECRET" not in message
+
+
+def test_a_path_is_never_sql(tmp_path):
+    directory = tmp_path / "it's ' here"
+    directory.mkdir()
+    (directory / "interactions.csv").write_text(NUMERIC)
+    assert FilesSource(directory).interactions(JAN1, JAN4)["user_id"].tolist() == ["1", "2"]
+
+
+def test_files_source_reads_tsv(tmp_path):
+    df = write(tmp_path, NUMERIC.replace(",", "\t"), "interactions.tsv").interactions(JAN1, JAN4)
+    assert df["user_id"].tolist() == ["1", "2"] and df["lat"].tolist() == [30.5, 30.5]
 
 
 # -- MovieLens --------------------------------------------------------------

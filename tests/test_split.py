@@ -1,4 +1,4 @@
-"""Per-user chronological splits: ratios within one, order, leave-one-out."""
+"""Per-user chronological splits: floor sizes for val and test, order, leave-one-out."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,13 +15,14 @@ def interactions():
                          "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 10**6, len(user)), "s")})
 
 
-def test_ratios_within_one_and_chronological(interactions):
+def test_floor_sizes_for_val_and_test_and_chronological(interactions):
     out = split_by_user(interactions)
     assert len(out) == len(interactions)
     sizes = out.pivot_table(index="user_idx", columns="split", values="item_idx", aggfunc="size", fill_value=0)
     n = sizes.sum(axis=1)
-    for name, ratio in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
-        assert ((sizes[name] - n * ratio).abs() <= 1).all(), name
+    for name, ratio in (("val", 0.1), ("test", 0.2)):       # the published convention: floor, the rest to train
+        assert (sizes[name] == np.floor(n * ratio + 1e-9)).all(), name
+    assert (sizes["train"] == n - sizes["val"] - sizes["test"]).all()
     last_train = out[out.split == "train"].groupby("user_idx")["ts"].max()
     first_test = out[out.split == "test"].groupby("user_idx")["ts"].min()
     both = last_train.index.intersection(first_test.index)

@@ -1,11 +1,47 @@
-"""Shared pieces of the asset layer: partitions and check helpers."""
+"""Shared pieces of the asset layer: partitions, configs derived from dataclasses, checks, guarded writes."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
-from kwai_assets.settings import Settings
+from kwai_assets.io.warehouse import Warehouse
+from kwai_assets.settings import current
 
-DAILY = dg.DailyPartitionsDefinition(start_date=Settings.from_env().start_date)
+DAILY = dg.DailyPartitionsDefinition(start_date=current().start_date)
+SHARDS = dg.StaticPartitionsDefinition([str(s) for s in range(current().llm_shards)])
+
+_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", re.MULTILINE)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """A dataclass field's trailing comment is its documentation: `dim: int = 64   # hidden size`."""
+    return dict(_COMMENT.findall(inspect.getsource(cls)))
+
+
+def config_from(cls: type, doc: str | None = None, **extra: tuple[type, object, str]) -> type[dg.Config]:
+    """The Dagster run config of a model, derived from its dataclass: same fields, defaults and comments.
+
+    `extra` adds fields the asset needs beside the model's own: name=(type, default, description).
+    """
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    fields = {f.name: (hints[f.name], pydantic.Field(f.default, description=docs.get(f.name)))
+              for f in dataclasses.fields(cls)}
+    fields |= {name: (kind, pydantic.Field(default, description=text)) for name, (kind, default, text) in extra.items()}
+    config = pydantic.create_model(f"{cls.__name__}Run", __base__=dg.Config, **fields)
+    config.__doc__ = doc or f"Run config of `{cls.__module__}.{cls.__name__}` (same fields and defaults)."
+    return config
+
+
+def to_dataclass(config: dg.Config, cls: type):
+    """The model's dataclass from its derived run config (extra fields dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in config.model_dump().items() if k in names})
 
 
 def materialized_metadata(context: dg.AssetCheckExecutionContext, asset: str) -> dict[str, object]:
@@ -16,13 +52,23 @@ def materialized_metadata(context: dg.AssetCheckExecutionContext, asset: str) ->
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-def missing_columns(df: pd.DataFrame, required: list[str]) -> list[str]:
-    return [c for c in required if c not in df.columns]
+def check_result(problems: list[str], ok: str, **metadata: object) -> dg.AssetCheckResult:
+    """A check's result from its pure function's problems: passed when there are none."""
+    return dg.AssetCheckResult(passed=not problems, description="; ".join(problems[:5]) or ok,
+                               metadata={"problems": len(problems), **{k: _plain(v) for k, v in metadata.items()}})
 
 
-def result(passed: bool, description: str, **metadata: object) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(passed=bool(passed), description=description,
-                               metadata={k: _plain(v) for k, v in metadata.items()})
+def guard(context: dg.AssetExecutionContext, asset: str, df: pd.DataFrame, problems: list[str]) -> None:
+    """Run a blocking check's logic before the write: a failing version never replaces the stored one.
+
+    The rejected frame is kept aside under KWAI_HOME/rejected for inspection and named in the error.
+    """
+    if not problems:
+        return
+    path = Warehouse(context.resources.io_manager.home).reject(df, asset, context.run_id)
+    raise dg.Failure(description=f"{asset} failed its check, so the stored version is unchanged: "
+                                 f"{'; '.join(problems[:5])}. The rejected version is kept at {path}",
+                     metadata={"rejected": str(path), "problems": len(problems)})
 
 
 def _plain(value: object) -> object:

@@ -9,11 +9,12 @@ import dagster as dg
 import pandas as pd
 
 from kwai_assets.core.baselines import popularity
-from kwai_assets.core.evaluation import KS, EvalData, Recommender, evaluate_all, markdown_table
+from kwai_assets.core.evaluation import KS, EvalData, Recommender, evaluate_all, markdown_table, top_k_items
 from kwai_assets.core.knn import item_knn
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.vectors import vector_recommender
-from kwai_assets.io.resources import MLflowTracking
+from kwai_assets.io.warehouse import Warehouse
+from kwai_assets.resources import ModelStoreResource
 
 RECOMMENDERS: list[Recommender] = [
     Recommender("popularity", popularity),
@@ -33,25 +34,46 @@ class EvaluationConfig(dg.Config):
 
 
 @dg.asset(
-    group_name="evaluate", kinds={"torch", "mlflow"},
+    group_name="evaluate", kinds={"pytorch", "mlflow"},
     ins={"splits": dg.AssetIn(), "id_maps": dg.AssetIn(),
          **{name: dg.AssetIn() for rec in RECOMMENDERS for name in rec.inputs}},
 )
-def evaluation(config: EvaluationConfig, mlflow: MLflowTracking, splits: pd.DataFrame, id_maps: pd.DataFrame,
-               **model_inputs: object) -> dg.Output[pd.DataFrame]:
+def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, models: ModelStoreResource,
+               splits: pd.DataFrame, id_maps: pd.DataFrame, **model_inputs: object) -> dg.Output[pd.DataFrame]:
     """(model, metric, k, value, users): full ranking on the test split, train and val items excluded."""
     sizes = index_sizes(id_maps)
     data = EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"])
     table = evaluate_all(RECOMMENDERS, data, model_inputs, ks=tuple(config.ks), batch_size=config.batch_size)
     markdown = markdown_table(table)
-    with mlflow.start_run("evaluation", tags={"asset": "evaluation"}) as run:
-        import mlflow as mlf
-
-        mlf.log_params({"ks": ",".join(map(str, config.ks)), "models": ",".join(r.name for r in RECOMMENDERS)})
-        mlf.log_metrics({f"{r.model}.{r.metric}_at_{r.k}": r.value for r in table.itertuples()})
-        mlf.log_text(markdown, "evaluation.md")
+    context.log.info(f"evaluation on the test split:\n{markdown}")
+    params = {"ks": ",".join(map(str, config.ks)), "models": ",".join(r.name for r in RECOMMENDERS)}
+    with models.run(context, params) as run:
+        run.log_metrics({f"{r.model}.{r.metric}_at_{r.k}": r.value for r in table.itertuples()})
+        run.log_text(markdown, "evaluation.md")
     return dg.Output(table, metadata={
         "results": dg.MetadataValue.md(markdown),
         "users_evaluated": int(table["users"].max()) if len(table) else 0,
-        "mlflow_run_id": run.info.run_id,
+        "mlflow_run_id": run.run_id,
     })
+
+
+def rankings(warehouse: Warehouse, model: str, k: int, batch_size: int = 1024) -> pd.DataFrame:
+    """(user_id, item_id, rank) in raw ids: the top k of a registered model for every user with train rows, ranked
+    as the evaluation ranks (train and val items excluded), from the stored assets (`kwai recommend`)."""
+    registered = {r.name: r for r in RECOMMENDERS}
+    if model not in registered:
+        raise ValueError(f"unknown model {model!r}; registered: {', '.join(registered)}")
+    recommender, id_maps = registered[model], warehouse.read("id_maps")
+    sizes = index_sizes(id_maps)
+    data = EvalData.from_splits(warehouse.read("splits"), n_users=sizes["user"], n_items=sizes["item"])
+    inputs = {name: _read_whole(warehouse, name) for name in recommender.inputs}
+    top = top_k_items(recommender.build(data, **inputs), data, k, batch_size)
+    raw = {e: id_maps[id_maps["entity"] == e].set_index("idx")["raw_id"] for e in ("user", "item")}
+    return pd.DataFrame({"user_id": raw["user"].reindex(top["user_idx"]).to_numpy(),
+                         "item_id": raw["item"].reindex(top["item_idx"]).to_numpy(), "rank": top["rank"].to_numpy()})
+
+
+def _read_whole(warehouse: Warehouse, asset: str) -> pd.DataFrame:
+    """An asset as one frame, whether or not it is partitioned (the LLM embeddings are in shards)."""
+    shards = warehouse.partitions(asset)
+    return warehouse.read(asset, shards) if shards else warehouse.read(asset)

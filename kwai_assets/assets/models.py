@@ -1,63 +1,61 @@
-"""[models] Trained models, each tracked in MLflow: long-term user interest, CF, the LLM adapter."""
-import tempfile
-from pathlib import Path
+"""[models] Trained models, each tracked in the model store: long-term user interest, CF, the LLM adapter.
 
+Every training asset follows one recipe: derive its run config from the model's dataclass (`config_from`), open a
+model-store run (params, per-epoch metrics and a progress line per epoch in the run's log), train with the model
+module's function, save the weights through the run, check the vectors before they are written (`guard`), and
+yield the vectors with the run id in their metadata.
+
+Assets: interest_model, user_vectors, interest_item_vectors; cf_model, cf_user_embeddings, cf_item_embeddings;
+adapter, adapted_user_embeddings, adapted_item_embeddings, aligned_user_embeddings, aligned_item_embeddings.
+Checks: `<vectors>_valid` for each vector asset, adapter_reconstruction.
+"""
 import dagster as dg
 import numpy as np
 import pandas as pd
-import torch
 
-from kwai_assets.assets.common import materialized_metadata, result
-from kwai_assets.core.evaluation import EvalData
+from kwai_assets.assets.common import check_result, config_from, guard, materialized_metadata, to_dataclass
+from kwai_assets.core.evaluation import EvalData, device
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import behaviour_sequences
 from kwai_assets.core.vectors import vector_problems
-from kwai_assets.io.resources import MLflowTracking
-from kwai_assets.models.adapter import (
-    AdapterConfig,
-    AdapterInputs,
-    encode,
-    held_out,
-    reconstruction_error,
-    train_aligned,
-)
-from kwai_assets.models.adapter import load as load_adapter
-from kwai_assets.models.adapter import save as save_adapter
-from kwai_assets.models.cf import CFConfig, train_cf
-from kwai_assets.models.cf import embeddings as cf_embeddings
-from kwai_assets.models.interest import (
-    InterestConfig,
-    device,
-    item_vectors,
-    parameters,
-    save,
-    train_interest,
-    user_vectors,
-)
+from kwai_assets.models import adapter as adapter_model
+from kwai_assets.models import cf, interest
+from kwai_assets.resources import ModelStoreResource
 
-DEFAULT, CF_DEFAULT, ADAPTER_DEFAULT = InterestConfig(), CFConfig(), AdapterConfig()
+InterestRunConfig = config_from(interest.InterestConfig, long_len=(int, 100, "behaviours in the long tower"),
+                                short_len=(int, 10, "behaviours in the short tower"))
+CFRunConfig = config_from(cf.CFConfig)
+AdapterRunConfig = config_from(adapter_model.AdapterConfig)
 
 
-class InterestTrainingConfig(dg.Config):
-    """Sequence lengths and every field of `models.interest.InterestConfig` (same defaults)."""
-    long_len: int = 100
-    short_len: int = 10
-    dim: int = DEFAULT.dim
-    depth: int = DEFAULT.depth
-    heads: int = DEFAULT.heads
-    head_dim: int = DEFAULT.head_dim
-    n_experts: int = DEFAULT.n_experts
-    top_k: int = DEFAULT.top_k
-    balance: str = DEFAULT.balance
-    bias_rate: float = DEFAULT.bias_rate
-    dropout: float = DEFAULT.dropout
-    retrieval_weight: float = DEFAULT.retrieval_weight
-    negatives: int = DEFAULT.negatives
-    epochs: int = DEFAULT.epochs
-    batch_size: int = DEFAULT.batch_size
-    lr: float = DEFAULT.lr
-    weight_decay: float = DEFAULT.weight_decay
-    seed: int = DEFAULT.seed
+def _vectors(key: str, matrix: np.ndarray, index: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({key: index, "vector": list(matrix[index])})
+
+
+def _train_keys(splits: pd.DataFrame, key: str) -> np.ndarray:
+    return splits.loc[splits["split"] == "train", key].unique()
+
+
+def _checked_outputs(context: dg.AssetExecutionContext, splits: pd.DataFrame, run_id: str,
+                     outputs: dict[str, pd.DataFrame]):
+    """Check every vector output before any is written (a failed run leaves all stored ones), then yield them."""
+    for name, df in outputs.items():
+        key = df.columns[0]
+        guard(context, name, df, vector_problems(df, key, _train_keys(splits, key)))
+    for name, df in outputs.items():
+        yield dg.Output(df, output_name=name, metadata={"rows": len(df), "dim": len(df["vector"].iloc[0]),
+                                                         "mlflow_run_id": run_id})
+
+
+def _history_metadata(history: list[dict], run_id: str, params: dict) -> dict:
+    """The summary of a training history that the UI shows: epochs, best validation epoch, speed."""
+    validated = [h for h in history if "val_ndcg_at_20" in h]
+    best = max(validated, key=lambda h: h["val_ndcg_at_20"]) if validated else {}
+    last = history[-1] if history else {}
+    return {"mlflow_run_id": run_id, "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
+            "best_val_ndcg_at_20": float(best.get("val_ndcg_at_20", 0.0)),
+            "final_loss": float(last.get("loss", float("nan"))), "device": device().type,
+            **{k: v for k, v in params.items() if v is not None}}
 
 
 @dg.multi_asset(
@@ -65,55 +63,49 @@ class InterestTrainingConfig(dg.Config):
     outs={
         "interest_model": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
             "Per-epoch training history (loss, samples/s, expert load) of the long-term interest model; "
-            "weights and config are MLflow artifacts of the run in the metadata.")),
+            "weights and config are in the model store under the run id in the metadata.")),
         "user_vectors": dg.AssetOut(kinds={"parquet"}, description=(
             "(user_idx, vector): the long tower's [CLS] output through the MoE over the user's whole train history.")),
         "interest_item_vectors": dg.AssetOut(kinds={"parquet"}, description=(
             "(item_idx, vector): the model's item embeddings, to score items by dot product with user_vectors.")),
     },
 )
-def interest_model(config: InterestTrainingConfig, mlflow: MLflowTracking, splits: pd.DataFrame,
-                   id_maps: pd.DataFrame):
+def interest_model(context: dg.AssetExecutionContext, config: InterestRunConfig, models: ModelStoreResource,
+                   splits: pd.DataFrame, id_maps: pd.DataFrame):
     """Long/short Transformer towers with [CLS] and a DeepSeek-style MoE, trained on train-split sequences."""
     sizes = index_sizes(id_maps)
     sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], config.long_len, config.short_len)
-    model_config = InterestConfig(**config.model_dump(exclude={"long_len", "short_len"}))
-    with mlflow.start_run("interest_model", tags={"asset": "interest_model"}) as run:
-        import mlflow as mlf
-
-        mlf.log_params({**config.model_dump(), "users": len(sequences.users), "device": device().type})
-        model, history = train_interest(sequences, model_config,
-                                        log=lambda epoch, metrics: mlf.log_metrics(metrics, step=epoch))
-        with tempfile.TemporaryDirectory() as folder:
-            mlf.log_artifacts(str(save(model, folder)), "interest_model")      # models.interest.load() reads it back
-    users = user_vectors(model, sequences)
-    items = item_vectors(model)[1:]
+    params = config.model_dump()
+    with models.run(context, {**params, "users": len(sequences.users), "device": device().type}) as run:
+        model, history = interest.train_interest(sequences, to_dataclass(config, interest.InterestConfig),
+                                                 log=run.log_epoch)
+        run.save("interest_model", model)
     last = history[-1] if history else {}
     yield dg.Output(pd.DataFrame(history), output_name="interest_model", metadata={
-        "mlflow_run_id": run.info.run_id, "parameters": parameters(model), "users": len(sequences.users),
-        "device": device().type, "final_loss": float(last.get("loss", float("nan"))),
-        "samples_per_s": float(last.get("samples_per_s", 0.0)),
+        **_history_metadata(history, run.run_id, params), "parameters": interest.parameters(model),
+        "users": len(sequences.users), "samples_per_s": float(last.get("samples_per_s", 0.0)),
         "load_max_over_mean": float(last.get("load_max_over_mean", 0.0)),
-        "load_entropy": float(last.get("load_entropy", 0.0)), **config.model_dump()})
-    yield dg.Output(pd.DataFrame({"user_idx": sequences.users, "vector": list(users)}), output_name="user_vectors",
-                    metadata={"rows": len(users), "dim": model_config.dim, "mlflow_run_id": run.info.run_id})
-    yield dg.Output(pd.DataFrame({"item_idx": np.arange(1, len(items) + 1), "vector": list(items)}),
-                    output_name="interest_item_vectors",
-                    metadata={"rows": len(items), "dim": model_config.dim, "mlflow_run_id": run.info.run_id})
+        "load_entropy": float(last.get("load_entropy", 0.0))})
+    items = interest.item_vectors(model)
+    yield from _checked_outputs(context, splits, run.run_id, {
+        "user_vectors": pd.DataFrame({"user_idx": sequences.users,
+                                      "vector": list(interest.user_vectors(model, sequences))}),
+        "interest_item_vectors": _vectors("item_idx", items, np.arange(1, len(items)))})
 
 
-def _vectors_check(asset: str, key: str):
+def _vectors_check(asset: str, key: str) -> dg.AssetChecksDefinition:
+    """`{asset}_valid`: one finite, non-zero vector of the model's dimension per train-split index."""
+
     @dg.asset_check(asset=asset, name=f"{asset}_valid", blocking=True,
-                    additional_ins={"splits": dg.AssetIn("splits")})
+                    additional_ins={"splits": dg.AssetIn("splits")},
+                    description=f"One finite, non-zero vector of the model's dimension per {key} of the train split.")
     def _check(context: dg.AssetCheckExecutionContext, vectors: pd.DataFrame,
                splits: pd.DataFrame) -> dg.AssetCheckResult:
         dim = materialized_metadata(context, asset).get("dim")
-        expected = splits.loc[splits["split"] == "train", key].unique()
-        problems = vector_problems(vectors, key, expected, int(dim) if dim is not None else None)
-        return result(not problems, "; ".join(problems) or f"{len(vectors)} finite non-zero vectors of dim {dim}, "
-                                                           f"every {key} of the train split covered",
-                      rows=len(vectors), problems=len(problems))
-    _check.__doc__ = f"One finite, non-zero vector of the model's dimension per {key} of the train split."
+        problems = vector_problems(vectors, key, _train_keys(splits, key), int(dim) if dim is not None else None)
+        return check_result(problems, f"{len(vectors)} finite non-zero vectors of dim {dim}, every {key} of the "
+                                      f"train split covered", rows=len(vectors))
+
     return _check
 
 
@@ -121,147 +113,106 @@ user_vectors_valid = _vectors_check("user_vectors", "user_idx")
 interest_item_vectors_valid = _vectors_check("interest_item_vectors", "item_idx")
 
 
-class CFTrainingConfig(dg.Config):
-    """Every field of `models.cf.CFConfig` (same defaults): the ID-based model, alone or aligned."""
-    model: str = CF_DEFAULT.model
-    dim: int = CF_DEFAULT.dim
-    layers: int = CF_DEFAULT.layers
-    lr: float = CF_DEFAULT.lr
-    weight_decay: float = CF_DEFAULT.weight_decay
-    batch_size: int = CF_DEFAULT.batch_size
-    epochs: int = CF_DEFAULT.epochs
-    eval_every: int = CF_DEFAULT.eval_every
-    patience: int = CF_DEFAULT.patience
-    seed: int = CF_DEFAULT.seed
-
-
-class AdapterTrainingConfig(dg.Config):
-    """Every field of `models.adapter.AdapterConfig`, and the CF model trained with it (keep it equal to
-    `cf_model`'s for a fair ablation; both default to the same)."""
-    cf: CFTrainingConfig = CFTrainingConfig()
-    hidden: int = ADAPTER_DEFAULT.hidden
-    dropout: float = ADAPTER_DEFAULT.dropout
-    temperature: float = ADAPTER_DEFAULT.temperature
-    align_weight: float = ADAPTER_DEFAULT.align_weight
-    pair_weight: float = ADAPTER_DEFAULT.pair_weight
-    reconstruction_weight: float = ADAPTER_DEFAULT.reconstruction_weight
-    pair_batch: int = ADAPTER_DEFAULT.pair_batch
-    held_out: float = ADAPTER_DEFAULT.held_out
-
-
-def _vectors(key: str, matrix: np.ndarray, index: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({key: index, "vector": list(matrix[index])})
-
-
-def _history_metadata(history: list[dict], run_id: str, config: dict) -> dict:
-    validated = [h for h in history if "val_ndcg_at_20" in h]
-    best = max(validated, key=lambda h: h["val_ndcg_at_20"]) if validated else {}
-    return {"mlflow_run_id": run_id, "epochs_run": len(history), "best_epoch": int(best.get("epoch", 0)),
-            "best_val_ndcg_at_20": float(best.get("val_ndcg_at_20", 0.0)),
-            "final_loss": float(history[-1]["loss"]) if history else float("nan"),
-            "seconds_per_epoch": float(np.mean([h["epoch_s"] for h in history])) if history else 0.0,
-            "device": device().type, **{k: v for k, v in config.items() if not isinstance(v, dict)}}
-
-
-def _eval_data(splits: pd.DataFrame, id_maps: pd.DataFrame) -> tuple[EvalData, dict[str, int]]:
+def _eval_data(splits: pd.DataFrame, id_maps: pd.DataFrame) -> EvalData:
     sizes = index_sizes(id_maps)
-    return EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"]), sizes
+    return EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"])
+
+
+def _cf_vectors(model: cf.LightGCN, prefix: str) -> dict[str, pd.DataFrame]:
+    users, items = cf.embeddings(model)
+    return {f"{prefix}_user_embeddings": _vectors("user_idx", users, np.arange(1, len(users))),
+            f"{prefix}_item_embeddings": _vectors("item_idx", items, np.arange(1, len(items)))}
 
 
 @dg.multi_asset(
     group_name="models", pool="gpu",
     outs={
         "cf_model": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
-            "Per-epoch history (BPR loss, validation NDCG@20) of the ID-based CF model (LightGCN or MF) alone.")),
+            "Per-epoch history (BPR loss, validation NDCG@20) of the ID-based CF model (LightGCN or MF) alone; "
+            "weights in the model store under the run id in the metadata.")),
         "cf_user_embeddings": dg.AssetOut(kinds={"parquet"}, description="(user_idx, vector): the CF model's users."),
         "cf_item_embeddings": dg.AssetOut(kinds={"parquet"}, description="(item_idx, vector): the CF model's items."),
     },
 )
-def cf_model(config: CFTrainingConfig, mlflow: MLflowTracking, splits: pd.DataFrame, id_maps: pd.DataFrame):
+def cf_model(context: dg.AssetExecutionContext, config: CFRunConfig, models: ModelStoreResource,
+             splits: pd.DataFrame, id_maps: pd.DataFrame):
     """LightGCN (or MF) with BPR on the train split, early stopping on validation NDCG@20."""
-    data, sizes = _eval_data(splits, id_maps)
-    cf = CFConfig(**config.model_dump())
-    with mlflow.start_run("cf_model", tags={"asset": "cf_model"}) as run:
-        import mlflow as mlf
-
-        mlf.log_params(config.model_dump())
-        model, history = train_cf(data, cf, log=lambda epoch, metrics: mlf.log_metrics(metrics, step=epoch))
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(model.state_dict(), Path(folder) / "weights.pt")
-            mlf.log_artifacts(folder, "cf_model")
-    users, items = cf_embeddings(model)
+    with models.run(context, config.model_dump()) as run:
+        model, history = cf.train_cf(_eval_data(splits, id_maps), to_dataclass(config, cf.CFConfig),
+                                     log=run.log_epoch)
+        run.save("cf_model", model)
     yield dg.Output(pd.DataFrame(history), output_name="cf_model",
-                    metadata=_history_metadata(history, run.info.run_id, config.model_dump()))
-    yield dg.Output(_vectors("user_idx", users, np.arange(1, sizes["user"])), output_name="cf_user_embeddings",
-                    metadata={"dim": cf.dim, "mlflow_run_id": run.info.run_id})
-    yield dg.Output(_vectors("item_idx", items, np.arange(1, sizes["item"])), output_name="cf_item_embeddings",
-                    metadata={"dim": cf.dim, "mlflow_run_id": run.info.run_id})
+                    metadata=_history_metadata(history, run.run_id, config.model_dump()))
+    yield from _checked_outputs(context, splits, run.run_id, _cf_vectors(model, "cf"))
 
 
 @dg.multi_asset(
     group_name="models", pool="gpu",
+    ins={"cf_model": dg.AssetIn()},
     outs={
         "adapter": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
-            "Per-epoch history of the CF model trained jointly with the adapter (BPR + alignment + Swing-pair "
-            "InfoNCE + reconstruction); adapter weights are MLflow artifacts of the run in the metadata.")),
+            "Per-epoch history of cf_model's CF model fine-tuned jointly with the adapter (BPR + alignment + "
+            "Swing-pair InfoNCE + reconstruction); adapter weights in the model store under the run id.")),
         "adapted_user_embeddings": dg.AssetOut(kinds={"parquet"}, description=(
             "(user_idx, vector): the adapter's encoding of each user's LLM embedding.")),
         "adapted_item_embeddings": dg.AssetOut(kinds={"parquet"}, description=(
             "(item_idx, vector): the adapter's encoding of each item's LLM embedding.")),
         "aligned_user_embeddings": dg.AssetOut(kinds={"parquet"}, description=(
-            "(user_idx, vector): the jointly trained CF model's users, aligned with the LLM embeddings.")),
+            "(user_idx, vector): the jointly fine-tuned CF model's users, aligned with the LLM embeddings.")),
         "aligned_item_embeddings": dg.AssetOut(kinds={"parquet"}, description=(
-            "(item_idx, vector): the jointly trained CF model's items, aligned with the LLM embeddings.")),
+            "(item_idx, vector): the jointly fine-tuned CF model's items, aligned with the LLM embeddings.")),
     },
 )
-def adapter(config: AdapterTrainingConfig, mlflow: MLflowTracking, splits: pd.DataFrame, id_maps: pd.DataFrame,
+def adapter(context: dg.AssetExecutionContext, config: AdapterRunConfig, models: ModelStoreResource,
+            cf_model: pd.DataFrame, splits: pd.DataFrame, id_maps: pd.DataFrame,
             user_llm_embeddings: pd.DataFrame, item_llm_embeddings: pd.DataFrame,
             user_positive_pairs: pd.DataFrame, item_positive_pairs: pd.DataFrame):
-    """RLMRec-style alignment of LLM embeddings with a CF model trained jointly (`models/adapter.py`)."""
-    data, sizes = _eval_data(splits, id_maps)
-    inputs = AdapterInputs.from_frames(sizes["user"], sizes["item"], user_llm_embeddings, item_llm_embeddings,
-                                       user_positive_pairs, item_positive_pairs)
-    cf, settings = CFConfig(**config.cf.model_dump()), AdapterConfig(**config.model_dump(exclude={"cf"}))
-    with mlflow.start_run("adapter", tags={"asset": "adapter"}) as run:
-        import mlflow as mlf
+    """RLMRec-style alignment of LLM embeddings with cf_model's CF model, fine-tuned jointly (`models/adapter.py`)."""
+    sizes = index_sizes(id_maps)
+    inputs = adapter_model.AdapterInputs.from_frames(sizes["user"], sizes["item"], user_llm_embeddings,
+                                                     item_llm_embeddings, user_positive_pairs, item_positive_pairs)
+    base_run = _latest_run_id(context, "cf_model")
+    base = models.load(base_run, "cf_model")
+    params = {**config.model_dump(), "base_run_id": base_run, "llm_dim": inputs.user_llm.shape[1]}
+    with models.run(context, params) as run:
+        model, net, history = adapter_model.train_aligned(_eval_data(splits, id_maps), inputs, base,
+                                                          to_dataclass(config, adapter_model.AdapterConfig),
+                                                          log=run.log_epoch)
+        run.save("adapter", net)
+    yield dg.Output(pd.DataFrame(history), output_name="adapter", metadata=_history_metadata(
+        history, run.run_id, params))
+    profiled_users = np.sort(user_llm_embeddings["user_idx"].to_numpy())
+    profiled_items = np.sort(item_llm_embeddings["item_idx"].to_numpy())
+    outputs = {"adapted_user_embeddings": _vectors("user_idx", adapter_model.encode(net, inputs.user_llm),
+                                                   profiled_users),
+               "adapted_item_embeddings": _vectors("item_idx", adapter_model.encode(net, inputs.item_llm),
+                                                   profiled_items),
+               **_cf_vectors(model, "aligned")}
+    yield from _checked_outputs(context, splits, run.run_id, outputs)
 
-        mlf.log_params({**{f"cf.{k}": v for k, v in config.cf.model_dump().items()}, **settings.__dict__,
-                        "llm_dim": inputs.user_llm.shape[1]})
-        model, net, history = train_aligned(data, inputs, cf, settings,
-                                            log=lambda epoch, metrics: mlf.log_metrics(metrics, step=epoch))
-        with tempfile.TemporaryDirectory() as folder:
-            mlf.log_artifacts(str(save_adapter(net, folder, settings)), "adapter")   # models.adapter.load()
-    users, items = cf_embeddings(model)
-    profiled_users, profiled_items = user_llm_embeddings["user_idx"].to_numpy(), item_llm_embeddings["item_idx"].to_numpy()
-    run_id = run.info.run_id
-    yield dg.Output(pd.DataFrame(history), output_name="adapter", metadata={
-        **_history_metadata(history, run_id, {**config.cf.model_dump(), **settings.__dict__}),
-        "final_extra_loss": float(history[-1]["extra_loss"]) if history else float("nan")})
-    for name, key, matrix, index in [
-            ("adapted_user_embeddings", "user_idx", encode(net, inputs.user_llm), profiled_users),
-            ("adapted_item_embeddings", "item_idx", encode(net, inputs.item_llm), profiled_items),
-            ("aligned_user_embeddings", "user_idx", users, np.arange(1, sizes["user"])),
-            ("aligned_item_embeddings", "item_idx", items, np.arange(1, sizes["item"]))]:
-        yield dg.Output(_vectors(key, matrix, np.sort(index)), output_name=name,
-                        metadata={"dim": cf.dim, "mlflow_run_id": run_id})
+
+def _latest_run_id(context: dg.AssetExecutionContext, asset: str) -> str:
+    """The model-store run of `asset`'s stored version: its latest materialization's metadata says which."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or "mlflow_run_id" not in event.asset_materialization.metadata:
+        raise dg.Failure(f"{asset} has no materialization with a model-store run; materialize {asset} first")
+    return str(event.asset_materialization.metadata["mlflow_run_id"].value)
 
 
 @dg.asset_check(asset="adapter", name="adapter_reconstruction", blocking=True,
                 additional_ins={"user_llm_embeddings": dg.AssetIn("user_llm_embeddings"),
                                 "item_llm_embeddings": dg.AssetIn("item_llm_embeddings")})
-def adapter_reconstruction(context: dg.AssetCheckExecutionContext, mlflow: MLflowTracking, history: pd.DataFrame,
-                           user_llm_embeddings: pd.DataFrame, item_llm_embeddings: pd.DataFrame) -> dg.AssetCheckResult:
-    """On held-out users and items, the decoder (weights from MLflow) beats predicting the mean embedding."""
-    net, settings = load_adapter(mlflow.download(str(materialized_metadata(context, "adapter")["mlflow_run_id"]), "adapter"))
-    errors = {}
-    for entity, df in (("user", user_llm_embeddings), ("item", item_llm_embeddings)):
-        rows = df[held_out(df[f"{entity}_idx"].to_numpy(), settings.held_out)]
-        errors[entity] = reconstruction_error(net, np.stack(rows["vector"].to_numpy())) if len(rows) else (0.0, 0.0)
-    passed = all(model < mean for model, mean in errors.values())
-    return result(passed, "; ".join(f"{e}s: decoder MSE {m:.5f} vs mean predictor {b:.5f}"
-                                    for e, (m, b) in errors.items()),
-                  **{f"{e}_mse": m for e, (m, _) in errors.items()},
-                  **{f"{e}_mean_predictor_mse": b for e, (_, b) in errors.items()})
+def adapter_reconstruction(context: dg.AssetCheckExecutionContext, models: ModelStoreResource,
+                           history: pd.DataFrame, user_llm_embeddings: pd.DataFrame,
+                           item_llm_embeddings: pd.DataFrame) -> dg.AssetCheckResult:
+    """On held-out users and items, the decoder (weights from the model store) beats predicting the mean."""
+    net = models.load(str(materialized_metadata(context, "adapter")["mlflow_run_id"]), "adapter")
+    frames = {"user": user_llm_embeddings, "item": item_llm_embeddings}
+    problems, errors = adapter_model.reconstruction_problems(net, frames)
+    return check_result(problems, "; ".join(f"{e}s: decoder MSE {m:.5f} vs mean predictor {b:.5f}"
+                                            for e, (m, b) in errors.items()),
+                        **{f"{e}_mse": m for e, (m, _) in errors.items()},
+                        **{f"{e}_mean_predictor_mse": b for e, (_, b) in errors.items()})
 
 
 cf_user_embeddings_valid = _vectors_check("cf_user_embeddings", "user_idx")

@@ -1,10 +1,14 @@
-"""[serve] Vectors for online serving: user and item vectors in Redis, one atomic version at a time."""
+"""[serve] Vectors for online serving: user and item vectors in Redis, one atomic version at a time.
+
+Assets: online_store. Checks: online_store_round_trip.
+"""
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from kwai_assets.assets.common import result
-from kwai_assets.io.resources import RedisResource
+from kwai_assets.assets.common import check_result
+from kwai_assets.io.online_store import round_trip_problems
+from kwai_assets.resources import RedisResource
 
 
 def _raw_ids(id_maps: pd.DataFrame, entity: str, idx: pd.Series) -> list[str]:
@@ -33,7 +37,6 @@ def online_store_round_trip(redis: RedisResource, user_vectors: pd.DataFrame,
     """A sample of users read back from the live version equals user_vectors bit for bit."""
     sample = user_vectors.sample(min(len(user_vectors), 1000), random_state=0)
     version, got = redis.open().get_vectors("user", _raw_ids(id_maps, "user", sample["user_idx"]))
-    wrong = sum(g is None or not np.array_equal(g, np.asarray(v, np.float32)) for g, v in zip(got, sample["vector"], strict=True))
-    return result(version is not None and wrong == 0,
-                  f"{wrong} of {len(sample)} sampled users differ from user_vectors in version {version}",
-                  version=version or 0, sampled=len(sample), wrong=wrong)
+    return check_result(round_trip_problems(version, got, sample["vector"].tolist()),
+                        f"{len(sample)} sampled users read back bit for bit from version {version}",
+                        version=version or 0, sampled=len(sample))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import duckdb
 import pandas as pd
 
-from kwai_assets.core.sql import frame
+from kwai_assets.core.sql import frame, ident
 from kwai_assets.sources.contract import TableSpec
 
 UNKNOWN = "unknown"
@@ -35,7 +35,8 @@ def interaction_counts(clean: pd.DataFrame, key: str) -> pd.DataFrame:
     with duckdb.connect() as con:
         con.register("clean", clean)
         return frame(
-            con, f"SELECT {key}, count(*) AS n_interactions FROM clean WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY 1"
+            con, f"SELECT {ident(key)}, count(*) AS n_interactions FROM clean WHERE {ident(key)} IS NOT NULL "
+                 "GROUP BY 1 ORDER BY 1"
         )
 
 
@@ -51,13 +52,14 @@ def join_attributes(counts: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) 
         con.register("attrs", dedup)
         types = dict(con.sql("SELECT column_name, column_type FROM (DESCRIBE attrs)").fetchall())
         columns = "".join(
-            f'coalesce(a."{c}", \'{UNKNOWN}\') AS "{c}", ' if types[c] == "VARCHAR" else f'a."{c}", '
+            f"coalesce(a.{ident(c)}, '{UNKNOWN}') AS {ident(c)}, " if types[c] == "VARCHAR" else f"a.{ident(c)}, "
             for c in dedup.columns if c != key
         )
+        k = ident(key)
         out = frame(con, f"""
-            SELECT i.{key}, i.n_interactions, {columns} a.{key} IS NOT NULL AS has_attributes
-            FROM ids i LEFT JOIN attrs a ON i.{key} = CAST(a.{key} AS VARCHAR)
-            ORDER BY i.{key}
+            SELECT i.{k}, i.n_interactions, {columns} a.{k} IS NOT NULL AS has_attributes
+            FROM ids i LEFT JOIN attrs a ON i.{k} = CAST(a.{k} AS VARCHAR)
+            ORDER BY i.{k}
         """)
     missing = out[~out["has_attributes"]]
     total = max(int(out["n_interactions"].sum()), 1)
@@ -73,3 +75,20 @@ def join_attributes(counts: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) 
 
 def _dtype(kind: str) -> str:
     return "float64" if kind == "float" else "str"
+
+
+def join_loss_problems(df: pd.DataFrame, limit: float, entity: str, table: str) -> list[str]:
+    """The join lost attributes for more than `limit` of the ids (they are kept, filled with 'unknown')."""
+    missing = int((~df["has_attributes"]).sum())
+    fraction = missing / max(len(df), 1)
+    if fraction <= limit:
+        return []
+    return [f"{missing} of {len(df)} {entity}s ({fraction:.1%}) have no row in {table}; limit {limit:.1%}"]
+
+
+def key_problems(df: pd.DataFrame, key: str, table: str) -> list[str]:
+    """A delivered attribute table must have its key column, never null."""
+    if key not in df.columns:
+        return [f"{table} has no '{key}' column"]
+    nulls = int(df[key].isna().sum())
+    return [f"{nulls} rows of {table} have no {key}"] if nulls else []

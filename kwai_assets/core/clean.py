@@ -66,14 +66,16 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in INVALID_REASONS.items()) + " END"
     with duckdb.connect() as con:
         con.register("raw", raw)
-        counts = dict(con.execute(f"SELECT {reason} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL").fetchall())
+        counts = dict(con.execute(f"SELECT {reason} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL")
+                      .fetchall())
         report.invalid = {name: counts.get(name, 0) for name in INVALID_REASONS}
         con.execute(f"CREATE TEMP TABLE clean AS SELECT DISTINCT * FROM raw WHERE ({reason}) IS NULL")
         valid = len(raw) - sum(report.invalid.values())
         report.rows = con.execute("SELECT count(*) FROM clean").fetchall()[0][0]
         report.duplicates = valid - report.rows
 
-        before_users, before_items = con.execute("SELECT count(DISTINCT user_id), count(DISTINCT item_id) FROM clean").fetchall()[0]
+        before_users, before_items = con.execute(
+            "SELECT count(DISTINCT user_id), count(DISTINCT item_id) FROM clean").fetchall()[0]
         report.kcore_iterations = kcore(con, "clean", k)
         report.users, report.items, rows = con.execute(
             "SELECT count(DISTINCT user_id), count(DISTINCT item_id), count(*) FROM clean").fetchall()[0]
@@ -92,3 +94,21 @@ def newest_days(raw: pd.DataFrame, days: int | None) -> pd.DataFrame:
         raise ValueError(f"window_days must be >= 1, got {days}")
     keep = sorted(raw["pdate"].unique())[-days:]
     return raw[raw["pdate"].isin(keep)].reset_index(drop=True)
+
+
+def kcore_problems(df: pd.DataFrame, k: int) -> list[str]:
+    """What makes a table not a clean k-core: no rows, null keys, a user or item with fewer than k rows."""
+    missing = [c for c in ("user_id", "item_id", "ts") if c not in df.columns]
+    if missing:
+        return [f"missing columns {missing}"]
+    if not len(df):
+        return [f"no rows left (k={k}): every user or item had fewer than k interactions"]
+    problems = []
+    nulls = int(df[["user_id", "item_id"]].isna().sum().sum())
+    if nulls:
+        problems.append(f"{nulls} null keys")
+    for key in ("user_id", "item_id"):
+        sizes = df.groupby(key).size()
+        if (short := int((sizes < k).sum())):
+            problems.append(f"{short} {key.removesuffix('_id')}s with fewer than k={k} rows (fewest {sizes.min()})")
+    return problems

@@ -68,7 +68,38 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate(scorer: Scorer, data: EvalData, ks: tuple[int, ...] = KS, batch_size: int = 1024) -> dict[tuple[str, int], float]:
+def _ranking_scores(scorer: Scorer, batch: np.ndarray, data: EvalData, seen: sp.csr_matrix,
+                    not_candidate: torch.Tensor) -> torch.Tensor:
+    """The scorer's scores with what a user saw in train or val, and non-candidates, at -inf."""
+    scores = scorer(batch).to(device=not_candidate.device, dtype=torch.float32).clone()
+    if scores.shape != (len(batch), data.n_items):
+        raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
+    scores.masked_fill_(torch.from_numpy(seen[batch].toarray()).to(not_candidate.device), -torch.inf)
+    return scores.masked_fill_(not_candidate, -torch.inf)
+
+
+def top_k_items(scorer: Scorer, data: EvalData, k: int, batch_size: int = 1024) -> pd.DataFrame:
+    """(user_idx, item_idx, rank) for every user with train rows: the scorer's top k, train and val items excluded,
+    as the evaluation ranks them (fewer than k rows where fewer items remain)."""
+    dev = device()
+    seen = ((data.train + data.val) > 0).tocsr()
+    users = np.flatnonzero(data.train.getnnz(axis=1) > 0)
+    not_candidate = torch.from_numpy(~data.candidates).to(dev)
+    not_candidate[0] = True
+    frames = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        values, items = torch.topk(_ranking_scores(scorer, batch, data, seen, not_candidate),
+                                   min(k, data.n_items), dim=1)
+        keep = torch.isfinite(values).cpu().numpy()
+        rows, ranks = np.nonzero(keep)
+        frames.append(pd.DataFrame({"user_idx": batch[rows], "item_idx": items.cpu().numpy()[rows, ranks],
+                                    "rank": ranks + 1}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user_idx", "item_idx", "rank"])
+
+
+def evaluate(scorer: Scorer, data: EvalData, ks: tuple[int, ...] = KS,
+             batch_size: int = 1024) -> dict[tuple[str, int], float]:
     """(metric, k) -> mean over evaluated users. Also ('users', 0) -> how many were evaluated."""
     dev = device()
     seen = ((data.train + data.val) > 0).tocsr()
@@ -84,12 +115,8 @@ def evaluate(scorer: Scorer, data: EvalData, ks: tuple[int, ...] = KS, batch_siz
 
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
-        scores = scorer(batch).to(device=dev, dtype=torch.float32).clone()
-        if scores.shape != (len(batch), data.n_items):
-            raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {(len(batch), data.n_items)}")
-        scores.masked_fill_(torch.from_numpy(seen[batch].toarray()).to(dev), -torch.inf)
-        scores.masked_fill_(not_candidate, -torch.inf)
-        top = torch.topk(scores, min(kmax, data.n_items), dim=1).indices
+        top = torch.topk(_ranking_scores(scorer, batch, data, seen, not_candidate), min(kmax, data.n_items),
+                         dim=1).indices
         rel = torch.from_numpy(relevant[batch].toarray()).to(dev).bool()
         hits = torch.nn.functional.pad(rel.gather(1, top).to(torch.float64), (0, kmax - top.shape[1]))
         n_rel = rel.sum(1)

@@ -31,3 +31,14 @@ def to_index_space(clean: pd.DataFrame, id_maps: pd.DataFrame, item_attributes: 
     if unmapped:
         raise ValueError(f"{unmapped} user/item ids of clean_interactions are not in id_maps; re-materialize id_maps")
     return out.astype({"user_idx": "int64", "item_idx": "int64", "poi_idx": "int64", "category_idx": "int64"})
+
+
+def index_problems(df: pd.DataFrame) -> list[str]:
+    """Every user and item index >= 1, rows sorted by (user_idx, ts)."""
+    problems = []
+    if (unindexed := int((df["user_idx"] < 1).sum() + (df["item_idx"] < 1).sum())):
+        problems.append(f"{unindexed} rows without a user or item index")
+    order = df[["user_idx", "ts"]]
+    if not (order.sort_values(["user_idx", "ts"], kind="stable").index == order.index).all():
+        problems.append("rows are not sorted by (user_idx, ts)")
+    return problems

@@ -57,3 +57,18 @@ def index_sizes(id_maps: pd.DataFrame) -> dict[str, int]:
     """entity -> size of its index space (max idx + 1, padding included)."""
     top = id_maps.groupby("entity")["idx"].max()
     return {entity: int(top.get(entity, 0)) + 1 for entity in ENTITIES}
+
+
+def id_map_problems(df: pd.DataFrame) -> list[str]:
+    """Per entity: raw ids and indices unique, indices exactly 1..n, later generations above earlier ones."""
+    problems = []
+    for entity, part in df.groupby("entity"):
+        idx = part["idx"].sort_values().to_numpy()
+        if part["raw_id"].duplicated().any() or part["idx"].duplicated().any():
+            problems.append(f"{entity}: duplicate raw ids or indices")
+        if len(idx) and (idx[0] != 1 or idx[-1] != len(idx)):
+            problems.append(f"{entity}: indices span {idx[0]}..{idx[-1]} for {len(idx)} ids, expected 1..{len(idx)}")
+        by_idx = part.sort_values("idx")["generation"].to_numpy()
+        if (by_idx[1:] < by_idx[:-1]).any():
+            problems.append(f"{entity}: an id of an earlier generation has a higher index than a later one")
+    return problems

@@ -1,13 +1,15 @@
 """Per-user chronological train / val / test split (RecBole's 'TO' ordering).
 
-For a user with n interactions sorted by (ts, item): the first round(n * train)
-go to train, up to round(n * (train + val)) to val, the rest to test, so each
-part is within one interaction of its ratio. Leave-one-out puts the last
-interaction in test and the one before it in val.
+For a user with n interactions sorted by time: the last floor(n * test) go to
+test, the floor(n * val) before them to val, the rest to train, the
+convention of the published MovieLens figures (ml-100k: 70,771 / 9,596 /
+19,633 rows), so each part is within one interaction of its ratio.
+Leave-one-out puts the last interaction in test and the one before it in val.
 """
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from kwai_assets.core.sql import frame
@@ -20,12 +22,13 @@ def split_by_user(interactions: pd.DataFrame, ratios: tuple[float, float, float]
     """`interactions` (user_idx, item_idx, ts, ...) plus a `split` column."""
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-9:
         raise ValueError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
-    train, val, _ = ratios
+    _, val, test = ratios
     if leave_one_out:
         rule = "CASE WHEN pos = n THEN 'test' WHEN pos = n - 1 THEN 'val' ELSE 'train' END"
     else:
-        rule = (f"CASE WHEN pos <= round(n * {train}) THEN 'train' "
-                f"WHEN pos <= round(n * {train + val}) THEN 'val' ELSE 'test' END")
+        n_test, n_val = f"floor(n * {test} + 1e-9)", f"floor(n * {val} + 1e-9)"
+        rule = (f"CASE WHEN pos > n - {n_test} THEN 'test' "
+                f"WHEN pos > n - {n_test} - {n_val} THEN 'val' ELSE 'train' END")
     with duckdb.connect() as con:
         con.register("interactions", interactions)
         return frame(con, f"""
@@ -36,3 +39,26 @@ def split_by_user(interactions: pd.DataFrame, ratios: tuple[float, float, float]
                 FROM interactions)
             ORDER BY user_idx, ts, item_idx
         """)
+
+
+def split_problems(df: pd.DataFrame, ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                   leave_one_out: bool = False) -> list[str]:
+    """Per user: train before val before test, every user has train rows, val and test exactly
+    floor(n * ratio) rows."""
+    rank = df["split"].map({s: i for i, s in enumerate(SPLITS)})
+    problems = []
+    if (unknown := int(rank.isna().sum())):
+        problems.append(f"{unknown} rows with a split outside {SPLITS}")
+    ranked = df.assign(rank=rank).sort_values(["user_idx", "ts", "rank"], kind="stable")
+    same_user = ranked["user_idx"].to_numpy()[1:] == ranked["user_idx"].to_numpy()[:-1]
+    if (back := int((same_user & (ranked["rank"].to_numpy()[1:] < ranked["rank"].to_numpy()[:-1])).sum())):
+        problems.append(f"{back} out-of-order rows (a later split before an earlier one in time)")
+    sizes = pd.crosstab(df["user_idx"], df["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    if (no_train := int((sizes["train"] == 0).sum())):
+        problems.append(f"{no_train} users without train rows")
+    if not leave_one_out:
+        n = sizes.sum(axis=1)
+        off = int(sum((sizes[s] != np.floor(n * r + 1e-9)).sum() for s, r in zip(SPLITS[1:], ratios[1:], strict=True)))
+        if off:
+            problems.append(f"{off} user-splits whose val or test size is not floor(n * ratio)")
+    return problems

@@ -8,3 +8,13 @@ import pandas as pd
 def frame(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
     """Run `query` and return a DataFrame through Arrow (several times faster than .df() on text)."""
     return con.sql(query).arrow().read_all().to_pandas()
+
+
+def ident(name: str) -> str:
+    """`name` as a quoted DuckDB identifier, inner double quotes doubled.
+
+    Column names come from delivered files; quoted this way a header can never close
+    the identifier and smuggle its own SQL into a query. Paths and other values go in
+    as bound parameters instead, never through this.
+    """
+    return '"' + name.replace('"', '""') + '"'

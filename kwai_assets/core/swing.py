@@ -161,6 +161,17 @@ def _top_k_rows(block: sp.csr_matrix, first_row: int, top_k: int) -> tuple[np.nd
     return np.concatenate(src), np.concatenate(dst), np.concatenate(score)
 
 
+@dataclass(frozen=True)
+class SwingParams:
+    """The tunables of `swing` (the asset's run config is derived from this)."""
+
+    alpha: float = 1.0                   # smoothing of 1 / (alpha + |I_u ∩ I_v|)
+    top_k: int = 50                      # neighbours kept per src
+    user_weight: bool = False            # multiply pair weights by 1/sqrt(|I_u| |I_v|)
+    max_history: int | None = None       # cap per row, deterministic sample; None = no cap
+    seed: int = 0                        # of the max_history sample
+
+
 def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight: bool = False,
           max_history: int | None = None, seed: int = 0, block_triples: int = 5_000_000,
           block_outputs: int = 20_000_000) -> tuple[pd.DataFrame, SwingStats]:
@@ -195,3 +206,23 @@ def columns_with_neighbours(matrix: sp.spmatrix, max_history: int | None = None,
     """Columns i with sim(i, j) > 0 for some j: two rows share i and at least one other column."""
     q, _, _ = pair_matrix(binarize(matrix, max_history, seed))
     return np.unique(q.indices)
+
+
+def pair_problems(pairs: pd.DataFrame, top_k: int, expected_src: np.ndarray) -> list[str]:
+    """What is wrong with Swing pairs: self pairs, scores <= 0, more than top_k per src, sim(i,j) != sim(j,i)
+    where both directions were kept, and srcs with co-occurring neighbours (`expected_src`) missing."""
+    problems = []
+    if (self_pairs := int((pairs["src"] == pairs["dst"]).sum())):
+        problems.append(f"{self_pairs} self pairs")
+    if (not_positive := int((pairs["score"] <= 0).sum())):
+        problems.append(f"{not_positive} scores <= 0")
+    if (over := int((pairs.groupby("src").size() > top_k).sum())):
+        problems.append(f"{over} srcs with more than top_k={top_k} pairs")
+    both = pairs.merge(pairs, left_on=["src", "dst"], right_on=["dst", "src"], suffixes=("", "_back"))
+    if (asymmetric := int((both["score"] != both["score_back"]).sum())):
+        problems.append(f"{asymmetric} of {len(both)} two-way pairs with sim(i,j) != sim(j,i)")
+    missing = np.setdiff1d(expected_src, pairs["src"].to_numpy())
+    if len(missing):
+        problems.append(f"{len(missing)} of {len(expected_src)} srcs with co-occurring neighbours have no pairs "
+                        f"(e.g. {missing[:5].tolist()})")
+    return problems

@@ -31,6 +31,22 @@ return out
 """
 
 
+def safe_url(url: str) -> str:
+    """`url` without the username, password or password= query that it may carry, for messages and logs."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                           if k.lower() not in ("password", "username")])
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+    except ValueError:                  # not parseable: keep only what cannot be a secret
+        return url.split("://", 1)[0] + "://(unparseable URL)" if "://" in url else "(unparseable URL)"
+
+
 @dataclass
 class ExportReport:
     version: int
@@ -54,7 +70,8 @@ class OnlineStore:
         try:
             client.ping()
         except redis.exceptions.RedisError as err:
-            raise ConnectionError(f"cannot reach Redis at {url} ({err}); set KWAI_REDIS_URL / KWAI_REDIS_PASSWORD "
+            raise ConnectionError(f"cannot reach Redis at {safe_url(url)} ({err}); "
+                                  "set KWAI_REDIS_URL / KWAI_REDIS_PASSWORD "
                                   "or start a server") from err
         return cls(client, prefix)
 
@@ -113,3 +130,14 @@ class OnlineStore:
 
     def get_user_vector(self, raw_id: str) -> np.ndarray | None:
         return self.get_vectors("user", [raw_id])[1][0]
+
+
+def round_trip_problems(version: int | None, got: list[np.ndarray | None], expected: list[np.ndarray]) -> list[str]:
+    """What a read-back of the live version got wrong: no live version, missing ids, or bits that differ."""
+    if version is None:
+        return ["no live version in Redis"]
+    missing = sum(g is None for g in got)
+    wrong = sum(g is not None and not np.array_equal(g, np.asarray(e, np.float32))
+                for g, e in zip(got, expected, strict=True))
+    return ([f"{missing} of {len(got)} ids missing from version {version}"] if missing else []) + \
+        ([f"{wrong} of {len(got)} vectors differ from the Parquet in version {version}"] if wrong else [])

@@ -40,6 +40,19 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.table(columns)
 
 
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """A text file written to a temporary name beside it, then renamed: never half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def write_parquet_atomic(df: pd.DataFrame, target: Path) -> Path:
     """Write to a temporary file beside `target`, then rename: readers never see half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +93,10 @@ class Warehouse:
     def write(self, df: pd.DataFrame, asset: str, partition: str | None = None) -> Path:
         """Atomically write `df` as the asset (partition)."""
         return write_parquet_atomic(df, self.path(asset, partition))
+
+    def reject(self, df: pd.DataFrame, asset: str, run_id: str) -> Path:
+        """Keep a version that failed its check aside (never in the warehouse), for inspection."""
+        return write_parquet_atomic(df, self.home / "rejected" / self.path(asset).stem / f"{run_id}.parquet")
 
     def read(self, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
         """Read an unpartitioned asset, or the listed partitions of a partitioned one.

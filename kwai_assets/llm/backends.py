@@ -76,7 +76,8 @@ def template_profile(prompt: str) -> str:
         parts.append(f"Activity centres on cell {doc['home_cell']} and mostly stays within "
                      f"{doc['travel_radius_km']} km.")
     parts.append(f"Most active in the {_top(doc['day_parts'], 2)}, around "
-                 f"{', '.join(f'{h}:00' for h in doc['top_hours'])}; {doc['weekend_share']:.0%} of activity on weekends.")
+                 f"{', '.join(f'{h}:00' for h in doc['top_hours'])}; "
+                 f"{doc['weekend_share']:.0%} of activity on weekends.")
     if doc.get("categories"):
         parts.append(f"Favourite categories: {_top(doc['categories'], 4)}.")
     if doc.get("places"):
@@ -107,7 +108,8 @@ class TemplateBackend:
         from sklearn.random_projection import GaussianRandomProjection
 
         counts = HashingVectorizer(n_features=self.n_features, ngram_range=(1, 2), alternate_sign=False,
-                                   norm=None, stop_words="english", token_pattern=r"(?u)\b[^\W\d_]{2,}\b").transform(texts)
+                                   norm=None, stop_words="english",
+                                   token_pattern=r"(?u)\b[^\W\d_]{2,}\b").transform(texts)
         counts.data = np.log1p(counts.data)
         projection = GaussianRandomProjection(n_components=self.dim, random_state=self.seed)
         projection.fit(counts[:1])            # fixes the random matrix from (n_features, dim, seed) alone
@@ -139,7 +141,8 @@ class TransformersBackend:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
-            raise ImportError(f"the transformers backend needs torch and transformers: pip install transformers ({err})") from err
+            raise ImportError("the transformers backend needs torch and transformers: "
+                              f"pip install transformers ({err})") from err
         self.model, self.batch_size, self.max_new_tokens = str(path), batch_size, max_new_tokens
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -196,7 +199,9 @@ class TransformersBackend:
             pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
             for j, i in enumerate(batch):
                 vectors[i] = pooled[j]
-        return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, self.lm.config.hidden_size), np.float32)
+        if not vectors:
+            return np.zeros((0, self.lm.config.hidden_size), np.float32)
+        return np.stack(vectors).astype(np.float32)
 
     def describe_embedding(self) -> str:
         return f"mean-pooled last hidden state of {self.model} ({self.lm.config.hidden_size} dims)"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,12 +27,13 @@ class GenerationStats:
         return asdict(self)
 
 
-def generate_profiles(prompts: pd.Series, backend: Backend, cache: GenerationCache,
-                      batch_size: int = 64) -> tuple[pd.DataFrame, GenerationStats]:
+def generate_profiles(prompts: pd.Series, backend: Backend, cache: GenerationCache, batch_size: int = 64,
+                      progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, GenerationStats]:
     """profile, tokens_in, tokens_out, cached for every prompt, in the order given.
 
     Prompts not in the cache are generated in length-sorted batches of
-    `batch_size`, and each batch is written to the cache before the next starts.
+    `batch_size`, and each batch is written to the cache before the next starts;
+    `progress` gets one line per batch (the run's log).
     """
     identity = backend.identity()
     keys = [cache.key(identity, p) for p in prompts]
@@ -50,6 +52,10 @@ def generate_profiles(prompts: pd.Series, backend: Backend, cache: GenerationCac
         fresh.append(rows)
         tokens_in += int(rows["tokens_in"].sum())
         tokens_out += int(rows["tokens_out"].sum())
+        if progress is not None:
+            done, elapsed = lo + len(batch), time.perf_counter() - start
+            progress(f"batch {lo // batch_size + 1}/{-(-len(order) // batch_size)}: {done}/{len(order)} prompts "
+                     f"generated ({len(found)} cached), {tokens_out / max(elapsed, 1e-9):.0f} tokens/s")
     seconds = time.perf_counter() - start
     cache.compact()
     table = pd.concat([found.reset_index(), *fresh], ignore_index=True).set_index("key")
@@ -73,4 +79,5 @@ def embed_profiles(texts: list[str], backend: Backend) -> np.ndarray:
 
 def shard_of(index: pd.Series | np.ndarray, shards: int) -> np.ndarray:
     """Stable shard of an entity index: Knuth's multiplicative hash, mod `shards`."""
-    return ((np.asarray(index, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(2**32) % np.uint64(shards)).astype(np.int64)
+    hashed = (np.asarray(index, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)
+    return (hashed % np.uint64(shards)).astype(np.int64)

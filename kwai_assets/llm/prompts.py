@@ -31,9 +31,9 @@ WEEKEND = "(dayofweek(ts) IN (0, 6))::INT"
 
 @dataclass(frozen=True)
 class PromptConfig:
-    max_tokens: int = 512
-    top_places: int = 10
-    top_categories: int = 8
+    max_tokens: int = 512        # estimated tokens per prompt; lists shrink to fit
+    top_places: int = 10         # most visited POIs listed, at most
+    top_categories: int = 8      # most watched categories listed, at most
 
 
 def _bounded(task: str, build: Callable[[int, int], dict], config: PromptConfig) -> tuple[dict, str, int]:
@@ -156,7 +156,8 @@ def item_prompts(splits: pd.DataFrame, id_maps: pd.DataFrame, user_attributes: p
     with _connect(splits, id_maps, user_attributes, poi_attributes) as con:
         audience = _text_columns(con, "person")
         mixes = "".join(f", {c} AS ({_ranked('item_idx', f'p.{c}', audience_source, config.top_categories)})"
-                        for c, audience_source in ((c, "train t JOIN person p ON p.idx = t.user_idx") for c in audience))
+                        for c, audience_source in ((c, "train t JOIN person p ON p.idx = t.user_idx")
+                                                   for c in audience))
         rows = _records(con, f"""
             WITH items AS (
                 SELECT t.item_idx, count(*) AS n, count(DISTINCT t.user_idx) AS users, any_value(c.name) AS category,
@@ -193,3 +194,19 @@ def _frame(key: str, rows: list[dict], task: str, build: Callable[[dict], Callab
         document, prompt, tokens = _bounded(task, build(row), config)
         out.append((row[key], json.dumps(document, ensure_ascii=False), prompt, tokens))
     return pd.DataFrame(out, columns=[key, "document", "prompt", "prompt_tokens"])
+
+
+def prompt_problems(df: pd.DataFrame, splits: pd.DataFrame, key: str, limit: int) -> list[str]:
+    """One prompt per `key` of the train split, within `limit` tokens, counting that entity's train rows only."""
+    train = splits[splits["split"] == "train"].groupby(key).size()
+    counted = pd.Series([json.loads(d)["interactions"] for d in df["document"]], index=df[key])
+    problems = []
+    if (missing := len(set(train.index) - set(df[key]))):
+        problems.append(f"{missing} {key} values of the train split without a prompt")
+    if (over := int((df["prompt_tokens"] > limit).sum())):
+        problems.append(f"{over} prompts over {limit} tokens")
+    if (miscount := int((counted != train.reindex(counted.index)).sum())):
+        problems.append(f"{miscount} prompts counting other than their train interactions")
+    if (recount := int((df["prompt"].map(count_tokens) != df["prompt_tokens"]).sum())):
+        problems.append(f"{recount} prompts whose prompt_tokens does not match the text")
+    return problems

@@ -11,9 +11,11 @@ stops early on validation NDCG@20 (the weights of the best epoch are kept).
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,7 +38,7 @@ class CFConfig:
     batch_size: int = 2048
     epochs: int = 300
     eval_every: int = 5          # epochs between validation NDCG@20 measurements
-    patience: int = 5            # validations without improvement before stopping
+    patience: int = 2            # validations without improvement before stopping (5: same best, 15 more epochs)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -65,19 +67,40 @@ def to_torch_sparse(m: sp.csr_matrix, dev: torch.device) -> torch.Tensor:
 
 
 class LightGCN(nn.Module):
-    """Ego embeddings + `layers` rounds of propagation; layers=0 is matrix factorisation."""
+    """Ego embeddings + `config.n_layers` rounds of propagation; no layer is matrix factorisation.
 
-    def __init__(self, n_users: int, n_items: int, dim: int, layers: int, adjacency: torch.Tensor | None):
+    The model carries its `CFConfig` (what `save` writes to rebuild it). The
+    adjacency is a plain attribute, not a buffer: it is the train graph, kept
+    out of the state dict and rebuilt from data (`attach`).
+    """
+
+    def __init__(self, n_users: int, n_items: int, config: CFConfig, adjacency: torch.Tensor | None = None):
         super().__init__()
-        self.n_users, self.n_items, self.layers = n_users, n_items, layers
-        self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim)
+        self.config = config
+        self.n_users, self.n_items, self.layers = n_users, n_items, config.n_layers
+        self.user = nn.Embedding(n_users, config.dim)
+        self.item = nn.Embedding(n_items, config.dim)
         nn.init.normal_(self.user.weight, std=0.1)
         nn.init.normal_(self.item.weight, std=0.1)
         self.adjacency = adjacency
 
+    def attach(self, train: sp.csr_matrix) -> LightGCN:
+        """Build the normalised adjacency of `train` on the model's device (nothing to do without layers)."""
+        if train.shape != (self.n_users, self.n_items):
+            raise ValueError(f"train matrix is {train.shape}, the model has {(self.n_users, self.n_items)}")
+        if self.layers:
+            self.adjacency = to_torch_sparse(normalized_adjacency(train), self.user.weight.device)
+        return self
+
+    @property
+    def edges(self) -> int | None:
+        """Interactions of the graph the model propagates over (each is two entries of the adjacency)."""
+        return None if self.adjacency is None else int(self.adjacency.values().numel()) // 2
+
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final user and item embeddings: the mean of the ego embeddings and every propagated layer."""
+        if self.layers and self.adjacency is None:
+            raise RuntimeError("LightGCN propagation needs the train graph: load(folder, train) or model.attach(train)")
         ego = torch.cat([self.user.weight, self.item.weight])
         total, layer = ego, ego
         for _ in range(self.layers):
@@ -139,18 +162,33 @@ def val_ndcg(user_emb: torch.Tensor, item_emb: torch.Tensor, val: EvalData) -> f
 StepLoss = Callable[[LightGCN, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray], torch.Tensor]
 
 
+def build_model(data: EvalData, config: CFConfig, init: LightGCN | dict | None = None) -> LightGCN:
+    """A model on the train graph of `data`, seeded from `config.seed` or with a copy of `init`'s weights."""
+    torch.manual_seed(config.seed)
+    model = LightGCN(data.n_users, data.n_items, config).to(device()).attach(data.train)
+    if init is not None:
+        state = init.state_dict() if isinstance(init, nn.Module) else init
+        expected = (data.n_users, data.n_items, config.dim)
+        found = (*(state[k].shape[0] for k in ("user.weight", "item.weight")), state["user.weight"].shape[1])
+        if found != expected:   # e.g. id_maps grew since the base was trained: it must be retrained first
+            raise ValueError(f"init has (users, items, dim) {found}, the data and config need {expected}")
+        model.load_state_dict(state)          # copies the values: `init` itself is never trained
+    return model
+
+
 def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss | None = None,
-             extra_modules: nn.Module | None = None, log=None) -> tuple[LightGCN, list[dict]]:
+             extra_modules: nn.Module | None = None, log=None,
+             init: LightGCN | dict | None = None) -> tuple[LightGCN, list[dict]]:
     """Train on `data.train` with early stopping on `data.val`; returns the best model and per-epoch history.
 
     `extra_loss(model, user_final, item_final, u, i, j)` is added to every
     step's BPR loss (the adapter's alignment), and `extra_modules`' parameters
     are trained with the same optimizer and restored with the best epoch.
+    `init` (a model or its state dict, same sizes) is the starting point instead
+    of a random one: fine-tuning. With `epochs=0` the result equals `init`.
     """
-    torch.manual_seed(config.seed)
     dev = device()
-    adjacency = to_torch_sparse(normalized_adjacency(data.train), dev) if config.n_layers else None
-    model = LightGCN(data.n_users, data.n_items, config.dim, config.n_layers, adjacency).to(dev)
+    model = build_model(data, config, init)
     params = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules is not None else [])
     optimizer = torch.optim.Adam(params, lr=config.lr)
     sampler, val = TripleSampler(data.train, config.seed), validation_data(data)
@@ -202,3 +240,31 @@ def embeddings(model: LightGCN) -> tuple[np.ndarray, np.ndarray]:
     """Final (propagated) user and item embeddings, float32 numpy."""
     users, items = model.propagate()
     return users.float().cpu().numpy(), items.float().cpu().numpy()
+
+
+def save(model: LightGCN, folder: str | Path) -> Path:
+    """Ego embeddings and what rebuilds the model (config, sizes, the graph's size), in `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps({"config": asdict(model.config), "n_users": model.n_users,
+                                                    "n_items": model.n_items, "edges": model.edges}, indent=2))
+    return folder
+
+
+def load(folder: str | Path, train: sp.csr_matrix | None = None) -> LightGCN:
+    """The model `save` wrote, on the current device, in eval mode.
+
+    With `train` (the matrix it was trained on) it can propagate; without it,
+    only its ego embeddings and config are usable (a warm start needs no more).
+    """
+    folder = Path(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    model = LightGCN(meta["n_users"], meta["n_items"], CFConfig(**meta["config"]))
+    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    model = model.to(device()).eval()
+    if train is not None:
+        model.attach(train)
+        if meta.get("edges") is not None and model.edges != meta["edges"]:
+            raise ValueError(f"train matrix has {model.edges} interactions, the model was trained on {meta['edges']}")
+    return model

@@ -49,7 +49,8 @@ class FeatureEmbedding(nn.Module):
         super().__init__()
         self.names = list(vocab)
         self.tables = nn.ModuleDict({k: nn.Embedding(n, dim, padding_idx=0) for k, n in vocab.items()})
-        for table in self.tables.values():      # unit-norm rows: N(0, 1) ones make the first sampled-softmax logits explode
+        # unit-norm rows: N(0, 1) ones make the first sampled-softmax logits explode
+        for table in self.tables.values():
             nn.init.normal_(table.weight, std=dim ** -0.5)
             table.weight.data[0] = 0
         self.time = nn.Linear(1, dim)
@@ -158,7 +159,8 @@ def sampled_softmax(long: torch.Tensor, targets: torch.Tensor, items: torch.Tens
     """Cross-entropy of each user's short-term items among themselves, the batch's and uniform negatives."""
     present = targets > 0
     candidates = torch.unique(torch.cat([targets[present],
-                                         torch.randint(1, len(items), (negatives,), generator=generator).to(targets.device)]))
+                                         torch.randint(1, len(items), (negatives,), generator=generator)
+                                         .to(targets.device)]))
     logits = long @ items[candidates].T                                  # [B, C]
     position = torch.searchsorted(candidates, targets.clamp(min=1))      # [B, S]
     log_p = F.log_softmax(logits, dim=-1).gather(1, position)
@@ -185,7 +187,8 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log=Non
     model = InterestModel(sequences.vocab, sequences.long.shape[1], sequences.short.shape[1], config,
                           sequences.item_category).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    tensors = [torch.from_numpy(a) for a in (sequences.long, sequences.long_time, sequences.short, sequences.short_time)]
+    tensors = [torch.from_numpy(a)
+               for a in (sequences.long, sequences.long_time, sequences.short, sequences.short_time)]
     lengths = (sequences.long[..., 0] > 0).sum(1)
     history = []
     for epoch in range(config.epochs):
@@ -243,7 +246,8 @@ def save(model: InterestModel, folder: str | Path) -> Path:
     torch.save(model.state_dict(), folder / "weights.pt")
     (folder / "config.json").write_text(json.dumps({
         "config": asdict(model.config), "vocab": {k: t.num_embeddings for k, t in model.embed.tables.items()},
-        "long_len": model.long_tower.position.shape[1] - 1, "short_len": model.short_tower.position.shape[1] - 1}, indent=2))
+        "long_len": model.long_tower.position.shape[1] - 1, "short_len": model.short_tower.position.shape[1] - 1},
+        indent=2))
     return folder
 
 

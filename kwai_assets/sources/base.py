@@ -1,7 +1,7 @@
 """What every source provides: the four contract tables, interactions by day."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Protocol
 
 import pandas as pd
@@ -32,7 +32,3 @@ def slice_days(interactions: pd.DataFrame, start: date, end: date) -> pd.DataFra
 def days_of(interactions: pd.DataFrame) -> tuple[date, date]:
     ts = interactions["ts"]
     return ts.min().date(), ts.max().date()
-
-
-def day_after(day: date) -> date:
-    return day + timedelta(days=1)

@@ -1,8 +1,9 @@
 """The data contract every source delivers, and its validation.
 
 Four tables. Identifiers are kept as text whatever their type on delivery, so
-"42" and 42 are the same user; timestamps are naive UTC; coordinates are
-WGS84 degrees and may be missing (MovieLens has none), never out of range.
+"42", 42 and 42.0 are the same user (rules in ``ids.py``); timestamps are
+naive UTC and after 1970-01-01; coordinates are WGS84 degrees and may be
+missing (MovieLens has none), never out of range.
 
 interactions  user_id, item_id, poi_id?, lat?, lon?, ts, [event]
 users         user_id, [any attribute columns]
@@ -14,7 +15,14 @@ pois          poi_id, [lat], [lon], [category], [any attribute columns]
 
 Validation runs as DuckDB SQL over the delivered file and reports every
 problem at once, each naming the file, the column, an example value and how
-many rows share the problem.
+many rows share the problem. Delivered files are untrusted: a column name
+reaches SQL only as a quoted identifier, and a name holding a double quote or
+a control character is refused outright (later steps build SQL from the raw
+tables' column names too).
+
+``delivery_problems`` judges a whole delivery's size (minimums, and a drop
+against the previous delivery); ``raw_schema_problems`` checks a stored
+raw_interactions file against the same column list as ``conform``.
 """
 from __future__ import annotations
 
@@ -22,8 +30,10 @@ from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
-from kwai_assets.core.sql import frame
+from kwai_assets.core.sql import frame, ident
+from kwai_assets.sources import ids
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,18 @@ POIS = TableSpec("pois", (
     Column("lon", "float", required=False, nullable=True, bounds=(-180.0, 180.0)),
     Column("category", "text", required=False, nullable=True),
 ))
-SPECS = {s.name: s for s in (INTERACTIONS, USERS, ITEMS, POIS)}
-
 DEFAULT_EVENT = "click"
+EPOCH = "1970-01-01"
+
+# Size minimums for delivery_problems. The synthetic `tiny` preset delivers 300 users,
+# 600 items and 1,150-1,260 rows on each of its days (at least 259 users and 450 items
+# within one day), so it passes with room to spare; a one-user delivery does not.
+MIN_USERS = 20
+MIN_ITEMS = 20
+MIN_ROWS_PER_DAY = 100
+MIN_RATIO = 0.2             # of the previous delivery's rows per day
+
+ARROW_TYPES = {"id": "string", "text": "string", "float": "double", "timestamp": "timestamp[us]"}
 
 
 class ContractError(ValueError):
@@ -77,7 +96,7 @@ class ContractError(ValueError):
 
 
 def _text(col: str) -> str:
-    return f"NULLIF(trim(CAST(\"{col}\" AS VARCHAR)), '')"
+    return f"NULLIF(trim(CAST({ident(col)} AS VARCHAR)), '')"
 
 
 def _timestamp(col: str) -> str:
@@ -98,11 +117,80 @@ def _typed(column: Column) -> str:
     return _text(column.name)
 
 
-def _example(con: duckdb.DuckDBPyConnection, relation: str, condition: str, col: str) -> tuple[int, str] | None:
+def _example(con: duckdb.DuckDBPyConnection, table: str, condition: str, col: str) -> tuple[int, str | None] | None:
+    """(rows matching `condition`, one of their raw values) or None when no row matches."""
     n, example = con.execute(
-        f"SELECT count(*), any_value(CAST(\"{col}\" AS VARCHAR)) FROM {relation} WHERE {condition}"
+        f"SELECT count(*), any_value(CAST({ident(col)} AS VARCHAR)) FROM {table} WHERE {condition}"
     ).fetchall()[0]
     return (n, example) if n else None
+
+
+def _short(name: str, limit: int = 60) -> str:
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+def _name_problems(names: list[str], file: str) -> list[str]:
+    """Column names that no SQL built from them later could be trusted with."""
+    odd = [n for n in names if '"' in n or any(ord(ch) < 32 or ord(ch) == 127 for ch in n)]
+    return [f"{file}: column name {_short(n)} holds a double quote or a control character; rename the column"
+            for n in odd]
+
+
+def _missing_problems(names: list[str], spec: TableSpec, file: str) -> list[str]:
+    return [f"{file}: missing column '{c.name}' (columns found: {', '.join(names)})"
+            for c in spec.columns if c.required and c.name not in names]
+
+
+def _absent(column: Column) -> str:
+    """SELECT item for an optional column the file lacks."""
+    default = f"'{DEFAULT_EVENT}'" if column.name == "event" else "NULL"
+    kind = "DOUBLE" if column.kind == "float" else "TIMESTAMP" if column.kind == "timestamp" else "VARCHAR"
+    return f"CAST({default} AS {kind}) AS {ident(column.name)}"
+
+
+def _empty_problems(con: duckdb.DuckDBPyConnection, table: str, column: Column, empty: str, file: str) -> list[str]:
+    if column.nullable or not (bad := _example(con, table, empty, column.name)):
+        return []
+    shown = f", e.g. {bad[1]!r}" if bad[1] is not None and bad[1].strip() else ""
+    return [f"{file}: column '{column.name}' is empty in {bad[0]} rows{shown}"]
+
+
+def _id_column(con: duckdb.DuckDBPyConnection, table: str, column: Column, sql_type: str,
+               file: str) -> tuple[str, list[str]]:
+    """SELECT expression and problems for an id column (rules in ids.py)."""
+    text = ids.id_text(ident(column.name), sql_type)
+    problems = _empty_problems(con, table, column, f"{text} IS NULL", file)
+    if not ids.is_numeric_column(con, table, text, sql_type):
+        return text, problems
+    for condition, what in ((ids.negative(text), "negative ids"),
+                            (ids.fractional(text), "ids that are not whole numbers")):
+        if bad := _example(con, table, condition, column.name):
+            problems.append(f"{file}: column '{column.name}' has {bad[0]} {what}, e.g. {bad[1]!r}")
+    return ids.canonical(text), problems
+
+
+def _value_column(con: duckdb.DuckDBPyConnection, table: str, column: Column, file: str) -> tuple[str, list[str]]:
+    """SELECT expression and problems for a float, timestamp or text column."""
+    raw, typed = _text(column.name), _typed(column)
+    problems = _empty_problems(con, table, column, f"{raw} IS NULL", file)
+    if column.kind in ("float", "timestamp") and (
+        bad := _example(con, table, f"{raw} IS NOT NULL AND ({typed}) IS NULL", column.name)
+    ):
+        expected = "a number" if column.kind == "float" else "a timestamp (ISO 8601 or Unix seconds)"
+        problems.append(f"{file}: column '{column.name}' has {bad[0]} values that are not {expected}, e.g. {bad[1]!r}")
+    if column.kind == "timestamp" and (bad := _example(con, table, f"({typed}) <= TIMESTAMP '{EPOCH}'", column.name)):
+        # a zero or pre-epoch time is a client clock that was never set, not an event in 1970
+        problems.append(f"{file}: column '{column.name}' has {bad[0]} values at or before {EPOCH}, e.g. {bad[1]!r}")
+    if column.bounds and (
+        bad := _example(con, table, f"({typed}) NOT BETWEEN {column.bounds[0]} AND {column.bounds[1]}", column.name)
+    ):
+        problems.append(
+            f"{file}: column '{column.name}' has {bad[0]} values outside "
+            f"[{column.bounds[0]:g}, {column.bounds[1]:g}], e.g. {bad[1]!r}"
+        )
+    if column.name == "event":
+        typed = f"coalesce({typed}, '{DEFAULT_EVENT}')"
+    return typed, problems
 
 
 def conform(con: duckdb.DuckDBPyConnection, relation: str, spec: TableSpec, file: str) -> pd.DataFrame:
@@ -112,45 +200,29 @@ def conform(con: duckdb.DuckDBPyConnection, relation: str, spec: TableSpec, file
     for every violation found.
     """
     con.execute("SET TimeZone = 'UTC'")
-    present = [c[0] for c in con.sql(f"DESCRIBE {relation}").fetchall()]
-    problems: list[str] = []
-    for column in spec.columns:
-        if column.required and column.name not in present:
-            problems.append(f"{file}: missing column '{column.name}' (columns found: {', '.join(present)})")
-    if problems:
+    table = ident(relation)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})").fetchall())
+    present = list(types)
+    if problems := _name_problems(present, file) + _missing_problems(present, spec, file):
         raise ContractError("\n".join(problems))
 
-    known = {c.name for c in spec.columns}
     select: list[str] = []
     for column in spec.columns:
-        if column.name not in present:
-            default = f"'{DEFAULT_EVENT}'" if column.name == "event" else "NULL"
-            kind = "DOUBLE" if column.kind == "float" else "TIMESTAMP" if column.kind == "timestamp" else "VARCHAR"
-            select.append(f"CAST({default} AS {kind}) AS \"{column.name}\"")
+        if column.name not in types:
+            select.append(_absent(column))
             continue
-        raw, typed = _text(column.name), _typed(column)
-        if not column.nullable and (bad := _example(con, relation, f"{raw} IS NULL", column.name)):
-            problems.append(f"{file}: column '{column.name}' is empty in {bad[0]} rows")
-        if column.kind in ("float", "timestamp") and (
-            bad := _example(con, relation, f"{raw} IS NOT NULL AND ({typed}) IS NULL", column.name)
-        ):
-            expected = "a number" if column.kind == "float" else "a timestamp (ISO 8601 or Unix seconds)"
-            problems.append(f"{file}: column '{column.name}' has {bad[0]} values that are not {expected}, e.g. {bad[1]!r}")
-        if column.bounds and (
-            bad := _example(con, relation, f"({typed}) NOT BETWEEN {column.bounds[0]} AND {column.bounds[1]}", column.name)
-        ):
-            problems.append(
-                f"{file}: column '{column.name}' has {bad[0]} values outside "
-                f"[{column.bounds[0]:g}, {column.bounds[1]:g}], e.g. {bad[1]!r}"
-            )
-        if column.name == "event":
-            typed = f"coalesce({typed}, '{DEFAULT_EVENT}')"
-        select.append(f"{typed} AS \"{column.name}\"")
+        if column.kind == "id":
+            expression, found = _id_column(con, table, column, types[column.name], file)
+        else:
+            expression, found = _value_column(con, table, column, file)
+        problems += found
+        select.append(f"{expression} AS {ident(column.name)}")
     if spec.keeps_extra_columns:
-        select += [f"{_text(c)} AS \"{c}\"" for c in present if c not in known]
+        known = {c.name for c in spec.columns}
+        select += [f"{_text(c)} AS {ident(c)}" for c in present if c not in known]
     if problems:
         raise ContractError("\n".join(problems))
-    out = frame(con, f"SELECT {', '.join(select)} FROM {relation}")
+    out = frame(con, f"SELECT {', '.join(select)} FROM {table}")
     return out.astype({c: DTYPES[k] for c, k in _kinds(spec, out.columns).items()})
 
 
@@ -161,3 +233,74 @@ def _kinds(spec: TableSpec, columns) -> dict[str, str]:
     """Column -> contract kind; extra columns are text."""
     kinds = {c.name: c.kind for c in spec.columns}
     return {c: kinds.get(c, "text") for c in columns}
+
+
+# -- a delivery's size ----------------------------------------------------------
+def no_rows_problem(where: str, columns: list[str]) -> str:
+    """The message for a delivered table without rows; `columns` is its header ([] or ['column0'] when none)."""
+    if not columns or columns == ["column0"]:
+        return f"{where}: the file is empty (no header, 0 rows)"
+    return f"{where}: header only ({', '.join(columns)}), 0 rows"
+
+
+def _rows_per_day(df: pd.DataFrame) -> pd.Series:
+    """Rows per day (`pdate`, else the day of `ts`), days between the first and the last with none counted as 0."""
+    days = df["pdate"] if "pdate" in df.columns else df["ts"].dt.strftime("%Y-%m-%d")
+    counts = days.value_counts().sort_index()
+    if counts.empty:
+        return counts
+    every_day = pd.date_range(counts.index[0], counts.index[-1], freq="D").strftime("%Y-%m-%d")
+    return counts.reindex(every_day, fill_value=0)
+
+
+def delivery_problems(df: pd.DataFrame, *, where: str = "interactions", min_users: int = MIN_USERS,
+                      min_items: int = MIN_ITEMS, min_rows_per_day: int = MIN_ROWS_PER_DAY,
+                      previous_rows_per_day: float | None = None, min_ratio: float = MIN_RATIO) -> list[str]:
+    """Why a delivery of interactions is too small to publish; [] when it is fine.
+
+    A delivery can follow the contract row by row and still be broken: a truncated
+    export, one test user, a day that stopped half way. Models trained on it would
+    silently degrade, so the caller refuses it. `previous_rows_per_day` (the stored
+    warehouse's mean, None for a first delivery) catches a drop that the absolute
+    minimums cannot. Rows per day are the delivery's mean over its days (a quiet day
+    of a real log is no reason to refuse it). Pure: no I/O.
+    """
+    if df.empty:
+        return [f"{where}: 0 rows, the delivery is empty"]
+    problems: list[str] = []
+    for what, n, minimum in (("users", df["user_id"].nunique(), min_users),
+                             ("items", df["item_id"].nunique(), min_items)):
+        if n < minimum:
+            problems.append(f"{where}: {n:,} {what}, below the minimum of {minimum:,}")
+    per_day = _rows_per_day(df)
+    mean, span = float(per_day.mean()), f"{len(per_day)} days"
+    if mean < min_rows_per_day:
+        problems.append(f"{where}: {mean:,.0f} rows per day over {span}, below the minimum of "
+                        f"{min_rows_per_day:,} rows per day")
+    elif previous_rows_per_day and mean < min_ratio * previous_rows_per_day:
+        problems.append(f"{where}: {mean:,.0f} rows per day over {span}, below {min_ratio:g} x the stored "
+                        f"days' {previous_rows_per_day:,.0f} rows per day")
+    return problems
+
+
+# -- the stored raw table --------------------------------------------------------
+RAW_INTERACTION_TYPES = {c.name: ARROW_TYPES[c.kind] for c in INTERACTIONS.columns} | {"pdate": "string"}
+
+
+def _arrow_type(t: pa.DataType) -> str:
+    """Arrow type as the contract names it: the three string layouts are one 'string'."""
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    return str(t)
+
+
+def raw_schema_problems(schema: pa.Schema, where: str) -> list[str]:
+    """How a stored raw_interactions file's schema differs from the contract; [] when it follows it.
+
+    Derived from INTERACTIONS (plus the `pdate` partition column), so the stored
+    table and the delivered files are checked against one column list. Extra
+    columns are not reported. `where` names the file, e.g. its day.
+    """
+    types = {f.name: _arrow_type(f.type) for f in schema}
+    return [f"{where}: {col} is {types.get(col, 'missing')}, expected {kind}"
+            for col, kind in RAW_INTERACTION_TYPES.items() if types.get(col) != kind]

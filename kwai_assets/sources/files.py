@@ -1,7 +1,13 @@
 """A directory of CSV or Parquet files following the data contract.
 
 ``interactions.{csv,parquet}`` is required; ``users``, ``items`` and ``pois``
-may be absent (then every id is reported as missing its attributes).
+may be absent (then every id is reported as missing its attributes). A file
+that is delivered must hold rows: an empty or header-only file is an export
+that failed, not a table with nothing in it. Size minimums for a whole
+delivery are the caller's (``contract.delivery_problems``).
+
+The files come from someone else: paths reach DuckDB as bound parameters and
+column names as quoted identifiers (see ``contract``).
 """
 from __future__ import annotations
 
@@ -13,9 +19,37 @@ import duckdb
 import pandas as pd
 
 from kwai_assets.sources.base import days_of, slice_days
-from kwai_assets.sources.contract import INTERACTIONS, ITEMS, POIS, USERS, TableSpec, conform
+from kwai_assets.sources.contract import (
+    INTERACTIONS,
+    ITEMS,
+    POIS,
+    USERS,
+    ContractError,
+    TableSpec,
+    conform,
+    no_rows_problem,
+)
 
 SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
+READ_PARQUET = "CREATE TEMP TABLE delivered AS SELECT * FROM read_parquet($path)"
+READ_CSV = ("CREATE TEMP TABLE delivered AS SELECT * FROM "
+            "read_csv($path, all_varchar = true, header = true, delim = $delim)")
+
+
+def _read(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Load `path` into the table `delivered`, read once for all the contract's checks."""
+    if path.suffix == ".parquet":
+        con.execute(READ_PARQUET, {"path": str(path)})
+    else:
+        con.execute(READ_CSV, {"path": str(path), "delim": "\t" if path.suffix == ".tsv" else ","})
+
+
+def _no_rows(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """The problem with a delivered file that holds no rows, else None."""
+    if con.execute("SELECT count(*) FROM delivered").fetchall()[0][0]:
+        return None
+    columns = [c for (c,) in con.execute("SELECT column_name FROM (DESCRIBE delivered)").fetchall()]
+    return no_rows_problem(path.name, columns)
 
 
 class FilesSource:
@@ -40,14 +74,13 @@ class FilesSource:
                     + ", ".join(spec.name + s for s in SUFFIXES) + ")"
                 )
             return pd.DataFrame({spec.key: pd.Series([], dtype="str")})
+        if path.stat().st_size == 0:     # DuckDB would read it as one column 'column0'
+            raise ContractError(no_rows_problem(path.name, []))
         with duckdb.connect() as con:
-            if path.suffix == ".parquet":
-                reader = f"read_parquet('{path}')"
-            else:
-                delim = "\\t" if path.suffix == ".tsv" else ","
-                reader = f"read_csv('{path}', all_varchar = true, header = true, delim = '{delim}')"
             try:
-                con.execute(f"CREATE VIEW delivered AS SELECT * FROM {reader}")
+                _read(con, path)
+                if problem := _no_rows(con, path):
+                    raise ContractError(problem)
                 return conform(con, "delivered", spec, path.name)
             except duckdb.Error as err:
                 raise ValueError(f"{path.name}: cannot be read as {spec.name}: {err}") from err

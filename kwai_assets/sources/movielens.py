@@ -22,6 +22,7 @@ ML100K_GENRES = [
 
 
 def _columns(names: list[str]) -> str:
+    """read_csv's `columns` struct literal, all text; `names` are this module's fixed layout names, never read."""
     return "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in names) + "}"
 
 
@@ -43,15 +44,17 @@ class MovieLensSource:
         if not path.exists():
             raise FileNotFoundError(f"movielens source: {path} is missing ({self.layout} layout)")
         with duckdb.connect() as con:
+            # the path is a bound parameter, never SQL text: a directory name may hold a quote
             con.execute(
-                f"CREATE VIEW delivered AS SELECT {select} FROM read_csv('{path}', delim = '{delim}', header = false, "
-                f"quote = '', encoding = 'latin-1', columns = {_columns(names)})"
+                f"CREATE TEMP TABLE delivered AS SELECT {select} FROM read_csv($path, delim = $delim, header = false, "
+                f"quote = '', encoding = 'latin-1', columns = {_columns(names)})",
+                {"path": str(path), "delim": delim},
             )
             return conform(con, "delivered", spec, name)
 
     @cached_property
     def _interactions(self) -> pd.DataFrame:
-        name, delim = ("u.data", "\\t") if self.layout == "ml-100k" else ("ratings.dat", "::")
+        name, delim = ("u.data", "\t") if self.layout == "ml-100k" else ("ratings.dat", "::")
         select = ("user_id, item_id, NULL AS poi_id, NULL AS lat, NULL AS lon, ts, "
                   "'rating_' || rating AS event")
         return self._read(name, ["user_id", "item_id", "rating", "ts"], delim, INTERACTIONS, select)
@@ -76,7 +79,8 @@ class MovieLensSource:
         ) + "], lambda x: x IS NOT NULL)"
         return self._read(
             "u.item", ["item_id", "title", "release", "video_release", "url", *flags], "|", ITEMS,
-            f"item_id, title, release, coalesce({genres}[1], 'unknown') AS category, array_to_string({genres}, '|') AS genres",
+            f"item_id, title, release, coalesce({genres}[1], 'unknown') AS category, "
+            f"array_to_string({genres}, '|') AS genres",
         )
 
     def pois(self) -> pd.DataFrame:

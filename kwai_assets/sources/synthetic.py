@@ -131,8 +131,10 @@ class SyntheticSource:
             "cities": cities, "district_city": district_city, "centers": centers,
             "poi_district": poi_district, "poi_category": poi_category, "poi_xy": poi_xy,
             "cell_start": cell_start, "cell_count": cell_count,
-            "item_poi": item_poi, "trending": trending, "poi_item_start": poi_item_start, "poi_item_count": poi_item_count,
-            "user_district": users_district, "user_home": user_home, "user_taste_cdf": np.cumsum(taste, axis=1), "user_taste": taste,
+            "item_poi": item_poi, "trending": trending,
+            "poi_item_start": poi_item_start, "poi_item_count": poi_item_count,
+            "user_district": users_district, "user_home": user_home,
+            "user_taste_cdf": np.cumsum(taste, axis=1), "user_taste": taste,
             "user_activity": activity, "user_hour": rng.choice([8.0, 12.5, 18.5, 21.5], p.users),
             "user_ids": _ids("u", p.users, rng), "item_ids": _ids("p", p.items, rng), "poi_ids": _ids("l", p.pois, rng),
         }

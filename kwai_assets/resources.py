@@ -1,17 +1,19 @@
-"""Dagster resources: the Parquet IO manager, the warehouse, the source, MLflow, the LLM."""
+"""Dagster resources: the Parquet IO manager, the warehouse, the source, the model store, the LLM, Redis."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
 
-from kwai_assets.io.online_store import OnlineStore
+from kwai_assets.io.model_store import ModelStore, TrackedRun
+from kwai_assets.io.online_store import OnlineStore, safe_url
+from kwai_assets.io.redis_server import embedded_redis
 from kwai_assets.io.warehouse import Warehouse
+from kwai_assets.settings import current
 from kwai_assets.sources import Source, open_source
 
 if TYPE_CHECKING:
@@ -41,7 +43,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}, expected a DataFrame")
+            raise TypeError(f"asset {context.asset_key.to_user_string()} returned {type(obj).__name__}, "
+                            "expected a DataFrame")
         name = _asset_name(context.asset_key)
         if not context.has_asset_partitions:
             path = self.warehouse.write(obj, name)
@@ -90,37 +93,25 @@ class SourceResource(dg.ConfigurableResource):
                            start_date=self.start_date, data_dir=self.data_dir)
 
 
-class MLflowTracking(dg.ConfigurableResource):
-    """Opens one MLflow run per asset materialization; the run id goes in the metadata.
+class ModelStoreResource(dg.ConfigurableResource):
+    """The model store (MLflow under KWAI_HOME): one run per materialization, progress in the run's log."""
 
-    A local SQLite store under KWAI_HOME by default; point `tracking_uri` at an
-    MLflow server to share runs across machines.
-    """
+    home: str
 
-    tracking_uri: str
-    artifact_location: str
-    experiment: str = "kwai_assets"
+    @property
+    def store(self) -> ModelStore:
+        return ModelStore(self.home)
 
-    @contextmanager
-    def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[object]:
-        import mlflow  # slow to import: only when a run is opened
+    def run(self, context: dg.AssetExecutionContext, params: dict[str, object] | None = None,
+            name: str | None = None) -> AbstractContextManager[TrackedRun]:
+        """Open a run named after the asset (or `name`); epochs and metrics go to MLflow and to `context.log`."""
+        name = name or context.op_def.name
+        if context.has_partition_key:
+            name = f"{name}[{context.partition_key}]"
+        return self.store.run(name, params, tags={"dagster_run_id": context.run_id}, progress=context.log.info)
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        experiment = mlflow.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
-            experiment_id = mlflow.create_experiment(self.experiment, artifact_location=Path(self.artifact_location).as_uri())
-        else:
-            experiment_id = experiment.experiment_id
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
-            yield run
-
-    def download(self, run_id: str, artifact_path: str) -> str:
-        """A local copy of a run's artifact folder (models logged by the training assets)."""
-        import mlflow
-
-        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
-                                                   tracking_uri=self.tracking_uri)
+    def load(self, run_id: str, name: str) -> object:
+        return self.store.load(run_id, name)
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,7 +131,7 @@ class LLMResource(dg.ConfigurableResource):
     max_new_tokens: int = 256
     seed: int = 0
     embedding_dim: int = 128          # template encoder only; model backends use the hidden size
-    cache_dir: str
+    cache_dir: str = ""               # default: KWAI_HOME/cache/llm
 
     def open(self) -> Backend:
         """The backend, loaded once per process: a run's profile and embedding steps share the weights."""
@@ -149,23 +140,24 @@ class LLMResource(dg.ConfigurableResource):
     def cache(self) -> GenerationCache:
         from kwai_assets.llm.cache import GenerationCache
 
-        return GenerationCache(self.cache_dir)
+        return GenerationCache(self.cache_dir or str(current().llm_cache))
 
 
 class RedisResource(dg.ConfigurableResource):
-    """Where the online store lives: KWAI_REDIS_URL, KWAI_REDIS_PASSWORD (kept out of URLs and metadata)."""
+    """Where the online store lives: KWAI_REDIS_URL and KWAI_REDIS_PASSWORD (kept out of metadata and logs),
+    or, when no URL is set, an embedded server started under KWAI_HOME."""
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = ""
     password: str = ""
     prefix: str = "kwai"
+    home: str = ""                    # where the embedded server keeps its pid file; default KWAI_HOME
+
+    def resolved_url(self) -> str:
+        return self.url or embedded_redis(Path(self.home or current().home))
 
     def open(self) -> OnlineStore:
-        return OnlineStore.connect(self.url, self.password or None, self.prefix)
+        return OnlineStore.connect(self.resolved_url(), self.password or None, self.prefix)
 
     def safe_url(self) -> str:
         """The URL without any password it carries, for metadata and logs."""
-        from urllib.parse import urlsplit, urlunsplit
-
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        return urlunsplit(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host))
+        return safe_url(self.resolved_url())

@@ -1,0 +1,61 @@
+"""The model store: one MLflow run per training, weights saved and loaded by the model's own module,
+failed runs marked FAILED, and a moved home that keeps working in its new place."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from kwai_assets.io.model_store import ModelStore
+from kwai_assets.models.moe import MoE
+
+
+def tiny_interest_model():
+    from kwai_assets.models.interest import InterestConfig, InterestModel
+
+    vocab = {"item": 20, "category": 5, "hour": 25, "weekday": 8, "weekend": 3, "event": 3}
+    config = InterestConfig(dim=16, depth=1, heads=2, head_dim=8, n_experts=4)
+    torch.manual_seed(0)
+    return InterestModel(vocab, 8, 3, config, np.zeros(20, np.int64)).eval()
+
+
+def test_save_load_round_trip_with_params_and_metrics(tmp_path):
+    store, model = ModelStore(tmp_path / "home"), tiny_interest_model()
+    with store.run("interest_model", {"dim": 16, "nested": {"ignored": 1}}) as run:
+        run.log_epoch(1, {"epoch": 1, "loss": 2.5})
+        run.save("interest_model", model)
+    again = store.load(run.run_id, "interest_model")
+    assert type(again) is type(model)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b.cpu()), name
+    assert store.params(run.run_id) == {"dim": "16"} and store.metrics(run.run_id)["loss"] == 2.5
+
+
+def test_progress_lines_and_failed_runs(tmp_path):
+    store, lines = ModelStore(tmp_path), []
+    with pytest.raises(RuntimeError), store.run("cf_model", progress=lines.append) as run:
+        run.log_epoch(3, {"epoch": 3, "loss": 0.5, "val_ndcg_at_20": 0.0512})
+        raise RuntimeError("diverged")
+    assert lines == ["epoch 3: loss 0.5, val_ndcg_at_20 0.0512"]
+    assert store.client.get_run(run.run_id).info.status == "FAILED"
+
+
+def test_only_kwai_models_are_saved(tmp_path):
+    with ModelStore(tmp_path).run("x") as run, pytest.raises(TypeError, match="not a kwai_assets model"):
+        run.save("x", torch.nn.Linear(2, 2))
+    assert MoE.__module__.startswith("kwai_assets.models.")
+
+
+def test_a_moved_home_reads_and_writes_its_own_artifacts(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    with ModelStore(old).run("interest_model") as run:
+        run.save("interest_model", tiny_interest_model())
+    shutil.copytree(old, new)
+    shutil.rmtree(old)                          # the old home is gone: nothing may depend on it
+    store = ModelStore(new)
+    assert isinstance(store.load(run.run_id, "interest_model"), torch.nn.Module)
+    with store.run("interest_model") as again:
+        again.save("interest_model", tiny_interest_model())
+    assert not old.exists()
+    assert (new / "mlartifacts").is_dir() and store.client.get_run(again.run_id).info.artifact_uri.startswith(
+        (new / "mlartifacts").as_uri())
