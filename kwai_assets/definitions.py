@@ -28,7 +28,9 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "source": SourceResource(kind=settings.source, preset=settings.preset, seed=settings.seed,
                                  start_date=settings.start_date, data_dir=settings.data_dir),
         "models": ModelStoreResource(home=home),
-        "llm": LLMResource(backend=settings.llm_backend, model=settings.llm_model, cache_dir=str(settings.llm_cache)),
+        "llm": LLMResource(backend=settings.llm_backend, model=settings.llm_model, cache_dir=str(settings.llm_cache),
+                           encoder=settings.encoder, encoder_model=settings.encoder_model,
+                           encoder_cache_dir=str(settings.encoder_cache)),
         # the password is read from the environment at run time, never stored in the definitions
         "redis": RedisResource(url=settings.redis_url, home=home,
                                password=dg.EnvVar("KWAI_REDIS_PASSWORD") if os.environ.get("KWAI_REDIS_PASSWORD")

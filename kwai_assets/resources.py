@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from kwai_assets.sources import Source, open_source
 if TYPE_CHECKING:
     from kwai_assets.llm.backends import Backend
     from kwai_assets.llm.cache import GenerationCache
+    from kwai_assets.llm.encoder import Encoder
 
 
 def _asset_name(key: dg.AssetKey) -> str:
@@ -122,6 +124,16 @@ def _backend(kind: str, model: str, batch_size: int, max_new_tokens: int, seed: 
                         embedding_dim=embedding_dim)
 
 
+@functools.lru_cache(maxsize=1)
+def _text_encoder(kind: str, model_dir: str, cache_dir: str, batch_size: int, precision: str, seed: int,
+                  dim: int) -> Encoder:
+    """A sentence or hashed encoder, loaded once per process (every shard's embedding step shares it)."""
+    from kwai_assets.llm.encoder import open_encoder
+
+    return open_encoder(kind, None, model_dir=model_dir, cache_dir=cache_dir, batch_size=batch_size,
+                        precision=precision, seed=seed, dim=dim, log=lambda _: None)
+
+
 class LLMResource(dg.ConfigurableResource):
     """Which LLM writes the profiles and embeds them (see kwai_assets/llm/backends.py)."""
 
@@ -130,12 +142,29 @@ class LLMResource(dg.ConfigurableResource):
     batch_size: int = 64
     max_new_tokens: int = 256
     seed: int = 0
-    embedding_dim: int = 128          # template encoder only; model backends use the hidden size
+    embedding_dim: int = 128          # hashed encoder only; the others have their model's size
     cache_dir: str = ""               # default: KWAI_HOME/cache/llm
+    encoder: str = "auto"             # auto | sentence | hashed | llm: what embeds the profiles (llm/encoder.py)
+    encoder_model: str = ""           # local encoder folder; default: the packaged all-MiniLM-L6-v2
+    encoder_cache_dir: str = ""       # where the packaged model is extracted; default: KWAI_HOME/cache/encoders
+    encoder_precision: str = "auto"   # auto (bf16 on CUDA and CPUs with native bf16) | float32 | bfloat16
 
     def open(self) -> Backend:
         """The backend, loaded once per process: a run's profile and embedding steps share the weights."""
         return _backend(self.backend, self.model, self.batch_size, self.max_new_tokens, self.seed, self.embedding_dim)
+
+    def text_encoder(self, log: Callable[[str], None] | None = None) -> Encoder:
+        """What embeds the profiles (`encoder`); `log` hears when `auto` falls back to hashing."""
+        from kwai_assets.llm.encoder import fallback_message, open_encoder
+
+        if self.encoder == "llm" or (self.encoder == "auto" and self.backend != "template"):
+            return open_encoder(self.encoder, self.open())
+        encoder = _text_encoder(self.encoder, self.encoder_model, self.encoder_cache_dir or
+                                str(current().encoder_cache), self.batch_size, self.encoder_precision, self.seed,
+                                self.embedding_dim)
+        if self.encoder == "auto" and encoder.kind == "hashed" and log is not None:
+            log(fallback_message())
+        return encoder
 
     def cache(self) -> GenerationCache:
         from kwai_assets.llm.cache import GenerationCache

@@ -26,6 +26,8 @@ class Settings:
     llm_model: str = ""             # KWAI_LLM_MODEL: local Hugging Face model directory
     llm_shards: int = 4             # KWAI_LLM_SHARDS: static partitions of the LLM assets
     redis_url: str = ""             # KWAI_REDIS_URL: the online store; empty = an embedded server under home
+    encoder: str = "auto"           # KWAI_ENCODER: auto | sentence | hashed | llm (what embeds the profiles)
+    encoder_model: str = ""         # KWAI_ENCODER_MODEL: local encoder folder; empty = the packaged all-MiniLM-L6-v2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -41,11 +43,17 @@ class Settings:
             llm_model=env.get("KWAI_LLM_MODEL", ""),
             llm_shards=int(env.get("KWAI_LLM_SHARDS", "4")),
             redis_url=env.get("KWAI_REDIS_URL", ""),
+            encoder=env.get("KWAI_ENCODER", "auto"),
+            encoder_model=env.get("KWAI_ENCODER_MODEL", ""),
         )
 
     @property
     def llm_cache(self) -> Path:
         return self.home / "cache" / "llm"
+
+    @property
+    def encoder_cache(self) -> Path:
+        return self.home / "cache" / "encoders"
 
 
 @functools.cache

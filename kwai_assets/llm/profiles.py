@@ -10,6 +10,7 @@ import pandas as pd
 
 from kwai_assets.llm.backends import Backend
 from kwai_assets.llm.cache import GenerationCache
+from kwai_assets.llm.encoder import Encoder
 
 
 @dataclass
@@ -69,12 +70,24 @@ def generate_profiles(prompts: pd.Series, backend: Backend, cache: GenerationCac
     return out, stats
 
 
-def embed_profiles(texts: list[str], backend: Backend) -> np.ndarray:
+def embed_profiles(texts: list[str], encoder: Backend | Encoder) -> np.ndarray:
     """One float32 vector per text; rows with non-finite values are an error, not a silent NaN."""
-    vectors = backend.embed(texts)
+    vectors = encoder.embed(texts)
     if len(texts) and not np.isfinite(vectors).all():
-        raise FloatingPointError(f"{backend.kind} produced non-finite embeddings")
+        raise FloatingPointError(f"{encoder.kind} produced non-finite embeddings")
     return vectors
+
+
+def embedding_texts(profiles: pd.DataFrame, prompts: pd.DataFrame, key: str) -> tuple[list[str], str]:
+    """What to embed for each row of `profiles`: the entity's text where the prompts carry one (a source that
+    names its items), else the profile; and which of the two it was ("texts", "profiles" or "texts and profiles").
+    """
+    text = (prompts.set_index(key)["text"].reindex(profiles[key].to_numpy()).fillna("").astype(str).to_numpy()
+            if "text" in prompts.columns else np.full(len(profiles), "", dtype=object))
+    has = np.char.str_len(text.astype(str)) > 0 if len(text) else np.zeros(0, bool)
+    chosen = np.where(has, text, profiles["profile"].to_numpy()).tolist()
+    read = "texts" if has.all() and len(has) else "profiles" if not has.any() else "texts and profiles"
+    return [str(t) for t in chosen], read
 
 
 def shard_of(index: pd.Series | np.ndarray, shards: int) -> np.ndarray:
