@@ -8,7 +8,7 @@ LOG        := $(KWAI_HOME)/logs
 DEMO_CONFIG ?= {}
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
-.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-interest bench-models clean
+.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,8 +63,18 @@ bench-swing: install
 bench-llm: install
 	$(BIN)/python benchmarks/bench_llm.py
 
+# The packaged sentence encoder's throughput (texts/s) on these cores, on MovieLens-100k's item and user texts.
+bench-encoder: install
+	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
+	KWAI_ML100K=$(ML100K) $(BIN)/python benchmarks/bench_encoder.py
+
 bench-interest: install
 	$(BIN)/python benchmarks/bench_interest.py
+
+# The interest model's retrieval quality and its ablation (losses, MoE, towers) on `small` and MovieLens-100k.
+bench-interest-quality: install
+	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
+	KWAI_ML100K=$(ML100K) $(BIN)/python benchmarks/bench_interest_quality.py
 
 # MF, LightGCN (tuned on validation), the adapter ablation: synthetic `small` and MovieLens-100k.
 bench-models: install

@@ -3,13 +3,14 @@
 1. Training samples/s of the default model on real sequences of a synthetic
    preset (`large` = 100k users), on the first `--users` users, one epoch.
 2. Expert load per epoch for each balancing rule (bias at two rates, the
-   notebook's share rule, none), full training on the `small` preset: the
-   measurement behind the default.
+   notebook's share rule, none), full training on the `small` preset with
+   early stopping on validation NDCG@20: the measurement behind the default.
+   (Retrieval quality and the loss ablation: bench_interest_quality.py.)
 3. Export of 100k 128-d user vectors to a real redis-server started here on a
    free loopback port (target < 5 s), and one read back.
 
 Usage: python benchmarks/bench_interest.py [--preset large] [--users 4096] [--balance-preset small]
-       [--parts export,throughput,balancing]
+       [--balance-epochs N] [--parts export,throughput,balancing]
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measured, prepared, table  # noqa: E402
+from common import measured, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
+from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.reid import index_sizes  # noqa: E402
 from kwai_assets.core.sequences import Sequences, behaviour_sequences  # noqa: E402
 from kwai_assets.core.vectors import dot_product  # noqa: E402
@@ -36,13 +38,14 @@ from kwai_assets.sources import SyntheticSource  # noqa: E402
 
 
 def sequences_of(preset: str) -> tuple[Sequences, object]:
+    """The preset's sequences at the asset's defaults (long_len 100, short_len 10), and its splits."""
     splits, maps = prepared(SyntheticSource(preset=preset, seed=7))[:2]
     sizes = index_sizes(maps)
     return behaviour_sequences(splits, sizes["item"], sizes["category"]), splits
 
 
 def first_users(s: Sequences, n: int) -> Sequences:
-    arrays = ("users", "long", "long_time", "short", "short_time", "full", "full_time")
+    arrays = ("users", "long", "long_time", "short", "short_time", "full", "full_time", "n_short")
     return dataclasses.replace(s, **{k: getattr(s, k)[:n] for k in arrays})
 
 
@@ -59,23 +62,26 @@ def throughput(preset: str, users: int) -> None:
                   m.seconds, m.peak_rss_gb]]))
 
 
-def balancing(preset: str, epochs: int) -> None:
+def balancing(preset: str, epochs: int | None) -> None:
     s, splits = sequences_of(preset)
     data = EvalData.from_splits(splits)
     rows = []
     for label, changes in [("bias, rate 1e-2 (default)", {}), ("bias, rate 1e-3 (DeepSeek-V3)", {"bias_rate": 1e-3}),
                            ("share (notebook)", {"balance": "share"}), ("none", {"balance": "none"})]:
-        config = dataclasses.replace(InterestConfig(epochs=epochs), **changes)
-        model, history = train_interest(s, config)
+        config = dataclasses.replace(InterestConfig(), **changes, **({"epochs": epochs} if epochs else {}))
+        model, history = train_interest(s, config, val=data)
         users = np.zeros((data.n_users, config.dim), np.float32)
         users[s.users] = user_vectors(model, s)
         ndcg = evaluate(dot_product(users, item_vectors(model)), data, ks=(20,))["ndcg", 20]
-        rows.append([label, " ".join(f"{h['load_max_over_mean']:.2f}" for h in history),
-                     " ".join(f"{h['load_entropy']:.2f}" for h in history), f"{history[-1]['loss']:.3f}",
-                     f"{ndcg:.4f}"])
-    print(f"\n## Expert load per epoch, {InterestConfig.n_experts} routed experts, top-{InterestConfig.top_k}, "
-          f"`{preset}` ({len(s.users)} users)\n")
-    print(table(["balancing", "max/mean per epoch", "entropy per epoch", "final loss", "NDCG@20"], rows))
+        best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+        shown = history[:: max(1, len(history) // 8)]
+        rows.append([label, " ".join(f"{h['load_max_over_mean']:.2f}" for h in shown),
+                     " ".join(f"{h['load_entropy']:.2f}" for h in shown), f"{history[-1]['loss']:.3f}",
+                     f"{best['val_ndcg_at_20']:.4f} (epoch {best['epoch']})", f"{ndcg:.4f}"])
+    print(f"\n## Expert load per epoch (every {max(1, len(history) // 8)}th shown), {InterestConfig.n_experts} routed "
+          f"experts, top-{InterestConfig.top_k}, `{preset}` ({len(s.users)} users)\n")
+    print(table(["balancing", "max/mean per epoch", "entropy per epoch", "final loss", "best val NDCG@20",
+                 "test NDCG@20"], rows))
 
 
 def export(n: int, dim: int) -> None:
@@ -97,7 +103,8 @@ def main() -> None:
     parser.add_argument("--preset", default="large")
     parser.add_argument("--users", type=int, default=4096, help="users trained for the throughput figure")
     parser.add_argument("--balance-preset", default="small")
-    parser.add_argument("--balance-epochs", type=int, default=5)
+    parser.add_argument("--balance-epochs", type=int, default=None,
+                        help="fixed epochs (default: the config's, with early stopping on validation)")
     parser.add_argument("--export", type=int, default=100_000)
     parser.add_argument("--parts", default="export,throughput,balancing")
     args = parser.parse_args()

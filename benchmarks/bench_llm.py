@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measured, prepared, table  # noqa: E402
+from common import measured, table  # noqa: E402
 
+from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.llm.backends import TemplateBackend  # noqa: E402
 from kwai_assets.llm.prompts import item_prompts, user_prompts  # noqa: E402
 from kwai_assets.sources import SyntheticSource  # noqa: E402

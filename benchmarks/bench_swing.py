@@ -18,9 +18,10 @@ from pathlib import Path
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measured, prepared, table  # noqa: E402
+from common import measured, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData  # noqa: E402
+from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.swing import binarize, pair_matrix, swing  # noqa: E402
 from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 

@@ -52,6 +52,8 @@ def test_negatives_are_never_train_positives():
     sampler = TripleSampler(sp.csr_matrix(dense), seed=0)
     for u, i, j in sampler.epoch(256):
         assert dense[u, i].all() and not dense[u, j].any()
+    for u, _, j in sampler.epoch(256, negatives=3):              # several negatives per positive: [B, 3]
+        assert j.shape == (len(u), 3) and not dense[u[:, None], j].any()
 
 
 def planted_world(seed: int = 0) -> EvalData:

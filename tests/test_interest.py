@@ -6,12 +6,37 @@ import pytest
 import torch
 from conftest import INTEREST, checks
 
+from kwai_assets.core.baselines import popularity
+from kwai_assets.core.evaluation import EvalData, evaluate
+from kwai_assets.core.pipeline import prepared
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import behaviour_sequences
 from kwai_assets.io.model_store import ModelStore
-from kwai_assets.models.interest import InterestConfig, InterestModel, Tower, train_interest, user_vectors
+from kwai_assets.models.interest import (
+    CausalTower,
+    InterestConfig,
+    InterestModel,
+    load,
+    ndcg_at_20,
+    save,
+    train_interest,
+    user_vectors,
+    validation_data,
+)
+from kwai_assets.sources import SyntheticSource
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is as fast as two, and far faster when the machine's other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 SMALL = InterestConfig(dim=32, depth=1, heads=2, head_dim=16, n_experts=4, epochs=4, batch_size=64, negatives=64)
+VOCAB = {"item": 10, "category": 3, "hour": 25, "weekday": 8, "weekend": 3, "event": 2, "gap": 32}
 
 
 def test_sequences_split_train_history_90_10_right_aligned():
@@ -23,38 +48,74 @@ def test_sequences_split_train_history_90_10_right_aligned():
     assert s.short[0, :, 0].tolist() == [0, 19, 20]                       # last 10% (2 of 20), left-padded
     assert s.long[0, -18:, 0].tolist() == list(range(1, 19)) and (s.long[0, :7] == 0).all()
     assert s.full[0, -20:, 0].tolist() == list(range(1, 21))              # the test item never appears
+    assert s.n_short.tolist() == [2] and s.full[0, -2:, 0].tolist() == s.short[0, -2:, 0].tolist()
     assert s.events == ["click"] and s.long[0, -1, 5] == 1
     assert s.long[0, -18, 2] == 9 and s.long[0, -18, 3] == 1               # hour 8 -> 9, Monday -> 1
+    assert s.full[0, -20, 6] == 1 and s.full[0, -1, 6] == 3 + 11           # gap: first, then 3600 s -> 3 + log2
     assert s.full_time[0, -1] == 1.0 and s.full_time[0, -20] == 0.0
 
 
-def test_cls_position_is_the_output_and_padding_is_ignored():
+def _features(items: list[int]) -> torch.Tensor:
+    """[1, T, 7] behaviours of the given items (0 = padding) with fixed context features."""
+    rows = [[i, 1 + i % 2, 5, 2, 1, 1, 3] if i else [0] * 7 for i in items]
+    return torch.tensor([rows])
+
+
+def test_causal_masking_later_behaviours_never_change_earlier_outputs():
     torch.manual_seed(0)
-    model = InterestModel({"item": 10, "category": 3, "hour": 25, "weekday": 8, "weekend": 3, "event": 2}, 6, 2,
-                          SMALL).eval()
-    features = torch.tensor([[[0] * 6, [0] * 6, [3, 1, 5, 2, 1, 1], [4, 2, 6, 2, 1, 1], [5, 1, 7, 3, 1, 1],
-                              [6, 2, 8, 3, 1, 1]]])
+    model = InterestModel(VOCAB, 6, 2, SMALL).eval()
     times = torch.tensor([[0.0, 0.0, 0.1, 0.4, 0.6, 1.0]])
-    a = model.encode(model.long_tower, features, times)
-    other_padding = features.clone()
-    other_padding[0, 0] = torch.tensor([7, 2, 3, 4, 2, 1])
-    other_padding[0, 0, 0] = 0                                           # still padding: item 0
-    assert torch.allclose(a, model.encode(model.long_tower, other_padding, times), atol=1e-5)
-    tower = model.long_tower
-    seen = {}
-    tower.norm.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
-    tower(model.embed(features, times), features[..., 0] > 0)
-    assert seen["out"].shape == (1, 32)                                   # the norm sees the [CLS] row only
-    assert isinstance(tower, Tower)
+    a, b = _features([0, 0, 3, 4, 5, 6]), _features([0, 0, 3, 4, 9, 8])    # differ from column 4 on
+    with torch.no_grad():
+        cls_a, out_a = model.long_tower(*model.embedded(a, times))
+        cls_b, out_b = model.long_tower(*model.embedded(b, times))
+        assert torch.allclose(out_a[:, :4], out_b[:, :4], atol=1e-6)       # columns before the change: identical
+        assert not torch.allclose(out_a[:, 4], out_b[:, 4], atol=1e-3)
+        assert not torch.allclose(cls_a, cls_b, atol=1e-3)                 # the [CLS] sees everything by default
+        cut = torch.tensor([4])                                            # ... or only what is before its cut
+        assert torch.allclose(model.long_tower(*model.embedded(a, times), cut)[0],
+                              model.long_tower(*model.embedded(b, times), cut)[0], atol=1e-6)
+        padding = a.clone()
+        padding[0, 0, 1:] = torch.tensor([2, 3, 4, 2, 1, 5])               # still padding: item 0
+        assert torch.allclose(model.encode(a, times), model.encode(padding, times), atol=1e-6)
+
+
+def test_cls_output_through_the_moe_is_the_user_vector():
+    torch.manual_seed(0)
+    model = InterestModel(VOCAB, 6, 2, SMALL).eval()
+    features, times = _features([0, 3, 4, 5, 6, 7]), torch.linspace(0, 1, 6)[None]
+    with torch.no_grad():
+        cls, outputs = model.long_tower(*model.embedded(features, times))
+        assert isinstance(model.long_tower, CausalTower) and outputs.shape == (1, 6, 32)
+        assert torch.equal(model.encode(features, times), model.moe(cls))
+
+
+def test_trained_vectors_beat_popularity_on_a_planted_cycle():
+    """The synthetic source's planted order: users move through the categories in one fixed cycle, a step a day."""
+    tables = prepared(SyntheticSource(preset="tiny", seed=7, p_cycle=0.8))
+    sizes = tables.sizes
+    data = EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
+    sequences = behaviour_sequences(tables.splits, sizes["item"], sizes["category"], long_len=50, short_len=5)
+    config = InterestConfig(dim=32, depth=1, heads=2, head_dim=16, n_experts=4, epochs=20, eval_every=5,
+                            batch_size=64, window=6, lr=1e-2)
+    model, history = train_interest(sequences, config, val=data)
+    assert [h["epoch"] for h in history if "val_ndcg_at_20" in h] == [5, 10, 15, 20]
+    baseline = evaluate(popularity(data), data, ks=(20,))["ndcg", 20]       # about 0.07; the model about 0.2
+    assert ndcg_at_20(model, sequences, data) > 2 * baseline
+
+
+def tiny_splits() -> tuple[pd.DataFrame, dict[str, int]]:
+    """The `tiny` preset's splits and index sizes through the prepare group's core functions (no Dagster)."""
+    tables = prepared(SyntheticSource(preset="tiny", seed=7))
+    return tables.splits, tables.sizes
 
 
 @pytest.fixture(scope="module")
-def trained(warehouse):
-    splits, sizes = warehouse.read("splits"), index_sizes(warehouse.read("id_maps"))
+def trained():
+    splits, sizes = tiny_splits()
     sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], long_len=50, short_len=5)
-    torch.set_num_threads(2)
     model, history = train_interest(sequences, SMALL)
-    return warehouse, sequences, model, history
+    return splits, sequences, model, history
 
 
 def test_training_lowers_the_loss_and_reports_expert_load(trained):
@@ -64,11 +125,10 @@ def test_training_lowers_the_loss_and_reports_expert_load(trained):
 
 
 def test_user_vectors_separate_planted_tastes(trained):
-    warehouse, sequences, model, _ = trained
+    splits, sequences, model, _ = trained
     vectors = user_vectors(model, sequences)
     assert vectors.shape == (len(sequences.users), SMALL.dim) and np.isfinite(vectors).all()
     # planted: each synthetic user has a favourite category; users sharing it should be closer
-    splits = warehouse.read("splits")
     favourite = (splits[splits.split == "train"].groupby("user_idx")["category_idx"]
                  .agg(lambda c: c.value_counts().index[0]).reindex(sequences.users).to_numpy())
     centred = vectors - vectors.mean(0)          # the offset every user shares says nothing about taste
@@ -86,6 +146,20 @@ def test_training_is_deterministic_on_cpu(trained):
     assert np.array_equal(user_vectors(model, sequences), user_vectors(again, sequences))
 
 
+def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trips(trained, tmp_path):
+    splits, sequences, _, _ = trained
+    data = EvalData.from_splits(splits)
+    config = InterestConfig(dim=16, depth=1, heads=2, head_dim=8, n_experts=4, epochs=12, eval_every=1, patience=2,
+                            batch_size=64, bpr=1.0, all_action=0.5, window=4, softmax="sampled", negatives=64)
+    model, history = train_interest(sequences, config, val=data)
+    validated = [h["val_ndcg_at_20"] for h in history]
+    assert len(history) < 12 or validated[-1] <= max(validated)            # stopped early, or ran out
+    assert ndcg_at_20(model, sequences, validation_data(data)) == pytest.approx(
+        max(validated), abs=1e-9)                                          # the weights are the best epoch's
+    again = load(save(model, tmp_path / "m"))
+    assert np.allclose(user_vectors(again, sequences), user_vectors(model, sequences), atol=1e-6)
+
+
 def test_assets_materialize_and_the_mlflow_weights_reproduce_user_vectors(built, warehouse):
     settings, result = built
     found = checks(result)
@@ -101,4 +175,3 @@ def test_assets_materialize_and_the_mlflow_weights_reproduce_user_vectors(built,
     assert stored["user_idx"].tolist() == sequences.users.tolist()
     assert np.allclose(np.stack(stored["vector"]), user_vectors(model, sequences), atol=1e-6)
     assert "interest_model" in set(warehouse.read("evaluation")["model"])
-

@@ -65,20 +65,21 @@ def _history_metadata(history: list[dict], run_id: str, params: dict) -> dict:
             "Per-epoch training history (loss, samples/s, expert load) of the long-term interest model; "
             "weights and config are in the model store under the run id in the metadata.")),
         "user_vectors": dg.AssetOut(kinds={"parquet"}, description=(
-            "(user_idx, vector): the long tower's [CLS] output through the MoE over the user's whole train history.")),
+            "(user_idx, vector): the long tower's [CLS] output through the MoE head after the user's train history.")),
         "interest_item_vectors": dg.AssetOut(kinds={"parquet"}, description=(
             "(item_idx, vector): the model's item embeddings, to score items by dot product with user_vectors.")),
     },
 )
 def interest_model(context: dg.AssetExecutionContext, config: InterestRunConfig, models: ModelStoreResource,
                    splits: pd.DataFrame, id_maps: pd.DataFrame):
-    """Long/short Transformer towers with [CLS] and a DeepSeek-style MoE, trained on train-split sequences."""
+    """Causal long-term Transformer with a [CLS] user vector and a DeepSeek-style MoE head, trained on train-split
+    sequences (a next-item softmax at every position), early stopping on validation NDCG@20."""
     sizes = index_sizes(id_maps)
     sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], config.long_len, config.short_len)
     params = config.model_dump()
     with models.run(context, {**params, "users": len(sequences.users), "device": device().type}) as run:
         model, history = interest.train_interest(sequences, to_dataclass(config, interest.InterestConfig),
-                                                 log=run.log_epoch)
+                                                 log=run.log_epoch, val=_eval_data(splits, id_maps))
         run.save("interest_model", model)
     last = history[-1] if history else {}
     yield dg.Output(pd.DataFrame(history), output_name="interest_model", metadata={
@@ -173,7 +174,8 @@ def adapter(context: dg.AssetExecutionContext, config: AdapterRunConfig, models:
                                                      item_llm_embeddings, user_positive_pairs, item_positive_pairs)
     base_run = _latest_run_id(context, "cf_model")
     base = models.load(base_run, "cf_model")
-    params = {**config.model_dump(), "base_run_id": base_run, "llm_dim": inputs.user_llm.shape[1]}
+    params = {**config.model_dump(), "base_run_id": base_run, "llm_dim": inputs.user_llm.shape[1],
+              "llm_encoder": _encoders(user_llm_embeddings, item_llm_embeddings)}
     with models.run(context, params) as run:
         model, net, history = adapter_model.train_aligned(_eval_data(splits, id_maps), inputs, base,
                                                           to_dataclass(config, adapter_model.AdapterConfig),
@@ -189,6 +191,13 @@ def adapter(context: dg.AssetExecutionContext, config: AdapterRunConfig, models:
                                                    profiled_items),
                **_cf_vectors(model, "aligned")}
     yield from _checked_outputs(context, splits, run.run_id, outputs)
+
+
+def _encoders(*frames: pd.DataFrame) -> str:
+    """Which encoder(s) produced the LLM embeddings (their `encoder` column), for the adapter's params."""
+    names = sorted({str(e) for f in frames for e in (f["encoder"].unique() if "encoder" in f.columns
+                                                      else ["unrecorded"])})
+    return " | ".join(names)
 
 
 def _latest_run_id(context: dg.AssetExecutionContext, asset: str) -> str:

@@ -35,6 +35,7 @@ class CFConfig:
     layers: int = 3              # LightGCN propagation layers (mf: none)
     lr: float = 5e-3             # converges in tens of epochs; 1e-3 (LightGCN's) needs hundreds
     weight_decay: float = 1e-4   # L2 on the batch's ego embeddings, as in LightGCN
+    negatives: int = 1           # uniform negatives per positive, BPR averaged over them
     batch_size: int = 2048
     epochs: int = 300
     eval_every: int = 5          # epochs between validation NDCG@20 measurements
@@ -44,6 +45,8 @@ class CFConfig:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"CF model must be one of {MODELS}, got {self.model!r}")
+        if self.negatives < 1:
+            raise ValueError(f"CF negatives must be >= 1, got {self.negatives}")
 
     @property
     def n_layers(self) -> int:
@@ -111,6 +114,9 @@ class LightGCN(nn.Module):
 
 
 def bpr_loss(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean -log sigmoid(<u, i> - <u, j>); users, pos [B, d], neg [B, d] or [B, n, d] (n negatives each)."""
+    if neg.dim() == 3:
+        return -F.logsigmoid((users * pos).sum(-1, keepdim=True) - (users[:, None] * neg).sum(-1)).mean()
     return -F.logsigmoid((users * pos).sum(-1) - (users * neg).sum(-1)).mean()
 
 
@@ -134,18 +140,20 @@ class TripleSampler:
         at = np.minimum(np.searchsorted(self.known, keys), len(self.known) - 1)
         return self.known[at] == keys
 
-    def epoch(self, batch_size: int):
+    def epoch(self, batch_size: int, negatives: int = 1):
+        """(u, i, j) batches; j is [B] with one negative each, [B, negatives] with more."""
         order = self.rng.permutation(len(self.users))
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             u, i = self.users[rows], self.items[rows]
-            j = self.candidates[self.rng.integers(0, len(self.candidates), len(rows))]
+            uu = np.repeat(u, negatives)
+            j = self.candidates[self.rng.integers(0, len(self.candidates), len(uu))]
             for _ in range(10):            # resample the negatives that are train positives
-                clash = self.is_known(u, j)
+                clash = self.is_known(uu, j)
                 if not clash.any():
                     break
                 j[clash] = self.candidates[self.rng.integers(0, len(self.candidates), int(clash.sum()))]
-            yield u, i, j
+            yield u, i, (j if negatives == 1 else j.reshape(len(u), negatives))
 
 
 def validation_data(data: EvalData) -> EvalData:
@@ -196,13 +204,13 @@ def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, total, extra_total, steps = time.perf_counter(), 0.0, 0.0, 0
-        for u, i, j in sampler.epoch(config.batch_size):
+        for u, i, j in sampler.epoch(config.batch_size, config.negatives):
             ut, it, jt = (torch.from_numpy(a).to(dev) for a in (u, i, j))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 user_final, item_final = model.propagate()
                 loss = bpr_loss(user_final[ut].float(), item_final[it].float(), item_final[jt].float())
                 reg = (model.user.weight[ut].norm() ** 2 + model.item.weight[it].norm() ** 2
-                       + model.item.weight[jt].norm() ** 2) / (2 * len(u))
+                       + model.item.weight[jt].norm() ** 2 / config.negatives) / (2 * len(u))
                 loss = loss + config.weight_decay * reg
                 if extra_loss is not None:
                     extra = extra_loss(model, user_final, item_final, u, i, j)

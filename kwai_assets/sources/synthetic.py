@@ -17,7 +17,12 @@ Planted structure that tests and models can recover:
   that a popularity baseline captures;
 - a click's coordinates are where the user is: at the POI for a local click,
   at home for a trending photo;
-- every user has a preferred hour of the day around which most clicks fall.
+- every user has a preferred hour of the day around which most clicks fall;
+- with ``p_cycle`` > 0 (off by default), order: a share ``p_cycle`` of a
+  user's clicks on day d are in the category at step (start_u + d) of one
+  fixed cycle through all categories, so users move through categories in
+  the same order, one step a day, from their own starting point. What comes
+  next is then predictable from the last days and from nothing else.
 
 Like real client logs the stream is dirty: a fraction ``dirt`` of rows lose
 their user id, get impossible coordinates or a zero timestamp, and the same
@@ -87,13 +92,17 @@ def _skewed(counts: np.ndarray, u: np.ndarray, power: float) -> np.ndarray:
 
 class SyntheticSource:
     def __init__(self, preset: str = "small", seed: int = 7, start_date: str = "2026-01-01",
-                 p_home: float = 0.8, p_trending: float = 0.25, dirt: float = 0.005, missing_attributes: float = 0.01):
+                 p_home: float = 0.8, p_trending: float = 0.25, dirt: float = 0.005, missing_attributes: float = 0.01,
+                 p_cycle: float = 0.0):
         if preset not in PRESETS:
             raise ValueError(f"synthetic source: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.preset_name, self.preset = preset, PRESETS[preset]
         self.seed, self.start = seed, date.fromisoformat(start_date)
         self.p_home, self.p_trending = p_home, p_trending
         self.dirt, self.missing_attributes = dirt, missing_attributes
+        if not 0.0 <= p_cycle <= 1.0:
+            raise ValueError(f"synthetic source: p_cycle must be in [0, 1], got {p_cycle}")
+        self.p_cycle = p_cycle
 
     # -- the world -----------------------------------------------------------
     @cached_property
@@ -149,6 +158,8 @@ class SyntheticSource:
 
         category = (w["user_taste_cdf"][user] < rng.random((n, 1))).sum(axis=1)
         category = np.minimum(category, p.categories - 1)
+        if self.p_cycle > 0:
+            category = self._cycled(category, user, (day - self.start).days, rng)
         p_home = self.p_home - (0.2 if day.weekday() >= 5 else 0.0)
         n_districts = len(w["centers"])
         home = w["user_district"][user]
@@ -177,6 +188,18 @@ class SyntheticSource:
             "event": EVENTS[rng.choice(len(EVENTS), n, p=EVENT_P)],
         })
         return self._dirty(frame, rng)
+
+    def _cycled(self, category: np.ndarray, user: np.ndarray, day_index: int,
+                rng: np.random.Generator) -> np.ndarray:
+        """Replace a share p_cycle of the categories by the user's step of the cycle on this day.
+
+        The cycle and the starting points have their own random stream: the
+        rest of the world is the same with or without the cycle.
+        """
+        k = self.preset.categories
+        world = _rng(self.seed, "cycle")
+        order, start = world.permutation(k), world.integers(0, k, self.preset.users)
+        return np.where(rng.random(len(category)) < self.p_cycle, order[(start[user] + day_index) % k], category)
 
     def _dirty(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
         n = len(frame)
