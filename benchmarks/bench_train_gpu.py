@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from kwai_assets.core.evaluation import EvalData  # noqa: E402
-from kwai_assets.core.sequences import FEATURES, Sequences  # noqa: E402
+from kwai_assets.core.sequences import FEATURES, GAP_BUCKETS, Sequences  # noqa: E402
 from kwai_assets.models.cf import CFConfig, train_cf  # noqa: E402
 from kwai_assets.models.interest import InterestConfig, train_interest  # noqa: E402
 
@@ -32,7 +32,8 @@ USERS, ITEMS, CATEGORIES, TRAIN = 87_511, 39_996, 40, 1_940_594
 def random_sequences(n: int, long_len: int = 100, short_len: int = 10, seed: int = 0) -> Sequences:
     rng = np.random.default_rng(seed)
     lengths = np.clip(rng.geometric(1 / 16, n) + 6, 7, long_len)
-    vocab = {"item": ITEMS, "category": CATEGORIES, "hour": 25, "weekday": 8, "weekend": 3, "event": 4}
+    vocab = {"item": ITEMS, "category": CATEGORIES, "hour": 25, "weekday": 8, "weekend": 3, "event": 4,
+             "gap": GAP_BUCKETS}
 
     def block(length: int, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features = np.stack([rng.integers(1, size, (n, length)) for size in vocab.values()], axis=-1)
