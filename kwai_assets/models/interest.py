@@ -74,7 +74,7 @@ class InterestConfig:
     negatives: int = 2048      # uniform negatives of the sampled softmax (besides the batch's targets)
     epochs: int = 200          # upper bound; early stopping on validation NDCG@20 usually ends sooner
     eval_every: int = 2        # epochs between validation NDCG@20 measurements (when validation data is given)
-    patience: int = 5          # validations without improvement before stopping; the best epoch's weights are kept
+    patience: int = 3          # validations without improvement before stopping; the best epoch's weights are kept
     batch_size: int = 128      # users per step (of similar history lengths)
     lr: float = 3e-3           # AdamW learning rate
     weight_decay: float = 0.1  # AdamW's decoupled weight decay
