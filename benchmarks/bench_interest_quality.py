@@ -46,7 +46,7 @@ from kwai_assets.core.knn import item_knn  # noqa: E402
 from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.sequences import behaviour_sequences  # noqa: E402
 from kwai_assets.core.swing import swing  # noqa: E402
-from kwai_assets.models.interest import InterestConfig, ndcg_at_20, parameters, train_interest, validation_data  # noqa: E402
+from kwai_assets.models.interest import InterestConfig, ndcg_at_20, parameters, train_interest  # noqa: E402
 from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 # Every variant spells out its losses, so a row means the same whatever the default is (next item only).
@@ -72,7 +72,7 @@ def references(splits: pd.DataFrame, data: EvalData) -> list[list]:
                          ("swing item-kNN (alpha 1, top-50)", lambda: item_knn(data, swing(data.train)[0]))]:
         start = time.perf_counter()
         score = scorer()
-        rows.append([name, evaluate(score, validation_data(data), ks=(20,))["ndcg", 20],
+        rows.append([name, evaluate(score, data.validation(), ks=(20,))["ndcg", 20],
                      evaluate(score, data, ks=(20,))["ndcg", 20], time.perf_counter() - start, "", ""])
     return rows
 

@@ -21,7 +21,6 @@ from kwai_assets.models.interest import (
     save,
     train_interest,
     user_vectors,
-    validation_data,
 )
 from kwai_assets.sources import SyntheticSource
 
@@ -154,7 +153,7 @@ def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trip
     model, history = train_interest(sequences, config, val=data)
     validated = [h["val_ndcg_at_20"] for h in history]
     assert len(history) < 12 or validated[-1] <= max(validated)            # stopped early, or ran out
-    assert ndcg_at_20(model, sequences, validation_data(data)) == pytest.approx(
+    assert ndcg_at_20(model, sequences, data.validation()) == pytest.approx(
         max(validated), abs=1e-9)                                          # the weights are the best epoch's
     again = load(save(model, tmp_path / "m"))
     assert np.allclose(user_vectors(again, sequences), user_vectors(model, sequences), atol=1e-6)

@@ -46,6 +46,10 @@ class EvalData:
         """Items that occur in any split."""
         return np.asarray((self.train + self.val + self.test).sum(axis=0)).ravel() > 0
 
+    def validation(self) -> EvalData:
+        """The val split as the held-out set: rank with train excluded, relevance = val items."""
+        return EvalData(train=self.train, val=sp.csr_matrix(self.train.shape, dtype=np.float32), test=self.val)
+
     @classmethod
     def from_splits(cls, splits: pd.DataFrame, n_users: int | None = None, n_items: int | None = None) -> EvalData:
         n_users = n_users or int(splits["user_idx"].max()) + 1

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
+from kwai_assets.core.vectors import dot_product
 
 MODELS = ("lightgcn", "mf")
 
@@ -156,15 +157,10 @@ class TripleSampler:
             yield u, i, (j if negatives == 1 else j.reshape(len(u), negatives))
 
 
-def validation_data(data: EvalData) -> EvalData:
-    """The val split as the held-out set: rank with train excluded, relevance = val items."""
-    return EvalData(train=data.train, val=sp.csr_matrix(data.train.shape, dtype=np.float32), test=data.val)
-
-
 @torch.no_grad()
 def val_ndcg(user_emb: torch.Tensor, item_emb: torch.Tensor, val: EvalData) -> float:
-    users, items = user_emb.float().cpu(), item_emb.float().cpu()
-    return evaluate(lambda batch: users[torch.from_numpy(np.asarray(batch))] @ items.T, val, ks=(20,))["ndcg", 20]
+    users, items = (e.float().cpu().numpy() for e in (user_emb, item_emb))
+    return evaluate(dot_product(users, items), val, ks=(20,))["ndcg", 20]
 
 
 StepLoss = Callable[[LightGCN, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray], torch.Tensor]
@@ -199,7 +195,7 @@ def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss
     model = build_model(data, config, init)
     params = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules is not None else [])
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    sampler, val = TripleSampler(data.train, config.seed), validation_data(data)
+    sampler, val = TripleSampler(data.train, config.seed), data.validation()
     best, best_state, since_best, history = -1.0, None, 0, []
     for epoch in range(1, config.epochs + 1):
         model.train()

@@ -38,12 +38,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
+from kwai_assets.core.vectors import dot_product
 from kwai_assets.models.moe import MoE, SwiGLUExpert
 
 SOFTMAX = ("auto", "full", "sampled")
@@ -429,17 +429,11 @@ def _step_loss(model: InterestModel, batch: list[torch.Tensor], softmax: Softmax
     return loss
 
 
-def validation_data(data: EvalData) -> EvalData:
-    """The val split as the held-out set: rank with train excluded, relevance = val items."""
-    return EvalData(train=data.train, val=sp.csr_matrix(data.train.shape, dtype=np.float32), test=data.val)
-
-
 def ndcg_at_20(model: InterestModel, sequences, data: EvalData) -> float:
     """NDCG@20 of the vectors of record (train history only) on `data`'s test part."""
     users = np.zeros((data.n_users, model.config.dim), np.float32)
     users[sequences.users] = user_vectors(model, sequences)
-    u, i = torch.from_numpy(users), torch.from_numpy(item_vectors(model))
-    return evaluate(lambda batch: u[torch.from_numpy(np.asarray(batch))] @ i.T, data, ks=(20,))["ndcg", 20]
+    return evaluate(dot_product(users, item_vectors(model)), data, ks=(20,))["ndcg", 20]
 
 
 def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Callable | None = None,
@@ -466,7 +460,7 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
     tensors = [torch.from_numpy(a) for a in (sequences.full, sequences.full_time, sequences.short_count(),
                                              sequences.short, sequences.short_time)]
     lengths = (items > 0).sum(1)
-    held_out = validation_data(val) if val is not None else None
+    held_out = val.validation() if val is not None else None
     best, best_state, since_best, history = -1.0, None, 0, []
     for epoch in range(1, config.epochs + 1):
         model.train()
