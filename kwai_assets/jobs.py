@@ -12,7 +12,7 @@ import dagster as dg
 RAW = dg.AssetSelection.assets("raw_interactions")
 SHARDED = dg.AssetSelection.assets("user_profiles", "item_profiles", "user_llm_embeddings", "item_llm_embeddings")
 # everything the daily schedule refreshes: all but the LLM group, which is partitioned by shard, not by day
-DAILY = dg.AssetSelection.groups("ingest", "prepare", "graph", "models", "serve", "evaluate")
+DAILY = dg.AssetSelection.groups("ingest", "prepare", "graph", "models", "recall", "serve", "evaluate")
 
 ingest = dg.define_asset_job("ingest", selection=RAW,
                              description="raw_interactions for a range of days, in one run.")

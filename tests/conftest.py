@@ -25,7 +25,10 @@ INTEREST = {"dim": 32, "depth": 1, "heads": 2, "head_dim": 16, "n_experts": 4, "
 CF = {"dim": 32, "lr": 5e-3, "epochs": 20, "eval_every": 5, "patience": 2}
 # on ~300 users the CF signal is thin and a stronger pull towards the LLM side pays (0.01 is the default,
 # measured on `small`; with 0.01 here aligned and alone tie)
+TWO_TOWER = {"dim": 32, "epochs": 8, "batch_size": 256, "lr": 3e-3}
+ITEM2VEC = {"dim": 32, "walks_per_node": 5, "walk_length": 20}
 RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}, "cf_model": {"config": CF},
+                      "two_tower": {"config": TWO_TOWER}, "item2vec": {"config": ITEM2VEC},
                       "adapter": {"config": {"align_weight": 0.1}}}}
 SESSION_REDIS: list[str] = []        # the session's server, so that no test home starts its own
 INSTANCES: dict[Path, dg.DagsterInstance] = {}

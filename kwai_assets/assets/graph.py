@@ -1,10 +1,12 @@
-"""[graph] Positive pairs mined from the train split: exact Swing for items and users.
+"""[graph] Positive pairs mined from the train split (exact Swing for items and users), and item2vec over them.
 
-Assets: item_positive_pairs, user_positive_pairs. Checks: item_positive_pairs_valid, user_positive_pairs_valid.
+Assets: item_positive_pairs, user_positive_pairs, item2vec. Checks: item_positive_pairs_valid,
+user_positive_pairs_valid, item2vec_valid.
 """
 from dataclasses import asdict
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -12,8 +14,11 @@ from kwai_assets.assets.common import check_result, config_from, guard, material
 from kwai_assets.core.evaluation import interaction_matrix
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.swing import SwingParams, columns_with_neighbours, pair_problems, swing
+from kwai_assets.core.vectors import vector_problems
+from kwai_assets.models.item2vec import Item2VecConfig, train_item2vec
 
 SwingConfig = config_from(SwingParams)
+Item2VecRunConfig = config_from(Item2VecConfig)
 
 
 def _train(splits: pd.DataFrame, id_maps: pd.DataFrame, side: str) -> sp.csr_matrix:
@@ -58,3 +63,28 @@ def _positive_pairs(side: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefin
 
 item_positive_pairs, item_positive_pairs_valid = _positive_pairs("item")
 user_positive_pairs, user_positive_pairs_valid = _positive_pairs("user")
+
+
+def _walked_items(pairs: pd.DataFrame) -> np.ndarray:
+    """Items on the Swing graph: those with a neighbour, which every walk set covers."""
+    return np.union1d(pairs["src"].to_numpy(), pairs["dst"].to_numpy())
+
+
+@dg.asset(group_name="graph", kinds={"gensim", "parquet"},
+          description="(item_idx, vector): gensim Word2Vec (skip-gram, negative sampling) on DeepWalk walks over "
+                      "the item Swing graph, for every item with a Swing neighbour.")
+def item2vec(context: dg.AssetExecutionContext, config: Item2VecRunConfig, item_positive_pairs: pd.DataFrame,
+             id_maps: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    vectors, stats = train_item2vec(item_positive_pairs, index_sizes(id_maps)["item"],
+                                    to_dataclass(config, Item2VecConfig))
+    guard(context, "item2vec", vectors, vector_problems(vectors, "item_idx", _walked_items(item_positive_pairs)))
+    return dg.Output(vectors, metadata={**stats.as_metadata(), **config.model_dump(), "rows": len(vectors),
+                                        "dim": config.dim})
+
+
+@dg.asset_check(asset="item2vec", name="item2vec_valid", blocking=True,
+                additional_ins={"item_positive_pairs": dg.AssetIn("item_positive_pairs")},
+                description="One finite, non-zero vector per item of the Swing graph, all of one dimension.")
+def item2vec_valid(vectors: pd.DataFrame, item_positive_pairs: pd.DataFrame) -> dg.AssetCheckResult:
+    return check_result(vector_problems(vectors, "item_idx", _walked_items(item_positive_pairs)),
+                        f"{len(vectors)} item vectors, every item of the Swing graph covered", rows=len(vectors))

@@ -6,7 +6,8 @@ module's function, save the weights through the run, check the vectors before th
 yield the vectors with the run id in their metadata.
 
 Assets: interest_model, user_vectors, interest_item_vectors; cf_model, cf_user_embeddings, cf_item_embeddings;
-adapter, adapted_user_embeddings, adapted_item_embeddings, aligned_user_embeddings, aligned_item_embeddings.
+two_tower, two_tower_user_embeddings, two_tower_item_embeddings; adapter, adapted_user_embeddings,
+adapted_item_embeddings, aligned_user_embeddings, aligned_item_embeddings.
 Checks: `<vectors>_valid` for each vector asset, adapter_reconstruction.
 """
 import dagster as dg
@@ -19,13 +20,14 @@ from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import behaviour_sequences
 from kwai_assets.core.vectors import vector_problems
 from kwai_assets.models import adapter as adapter_model
-from kwai_assets.models import cf, interest
+from kwai_assets.models import cf, interest, two_tower
 from kwai_assets.resources import ModelStoreResource
 
 InterestRunConfig = config_from(interest.InterestConfig, long_len=(int, 100, "behaviours in the long tower"),
                                 short_len=(int, 10, "behaviours in the short tower"))
 CFRunConfig = config_from(cf.CFConfig)
 AdapterRunConfig = config_from(adapter_model.AdapterConfig)
+TwoTowerRunConfig = config_from(two_tower.TwoTowerConfig)
 
 
 def _vectors(key: str, matrix: np.ndarray, index: np.ndarray) -> pd.DataFrame:
@@ -145,6 +147,43 @@ def cf_model(context: dg.AssetExecutionContext, config: CFRunConfig, models: Mod
     yield dg.Output(pd.DataFrame(history), output_name="cf_model",
                     metadata=_history_metadata(history, run.run_id, config.model_dump()))
     yield from _checked_outputs(context, splits, run.run_id, _cf_vectors(model, "cf"))
+
+
+@dg.multi_asset(
+    name="two_tower", group_name="models", pool="gpu",
+    outs={
+        "two_tower": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
+            "Per-epoch history (loss, validation loss, validation NDCG@20) of the two-tower recall model; "
+            "weights in the model store under the run id in the metadata.")),
+        "two_tower_user_embeddings": dg.AssetOut(kinds={"parquet"}, description=(
+            "(user_idx, vector): the user tower over each user's last history_len train items (unit length).")),
+        "two_tower_item_embeddings": dg.AssetOut(kinds={"parquet"}, description=(
+            "(item_idx, vector): the item tower over id, category, POI and location cell (unit length).")),
+    },
+)
+def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerRunConfig, models: ModelStoreResource,
+                    splits: pd.DataFrame, id_maps: pd.DataFrame, user_attributes: pd.DataFrame):
+    """Two-tower recall model: in-batch softmax with log-Q correction, optional popularity and hard negatives
+    (`models/two_tower.py`), early stopping on validation NDCG@20."""
+    sizes = index_sizes(id_maps)
+    user_index = id_maps[id_maps["entity"] == "user"].set_index("raw_id")["idx"]
+    data = two_tower.TwoTowerData.from_frames(splits, sizes["user"], sizes["item"], user_attributes, user_index)
+    with models.run(context, config.model_dump()) as run:
+        model, history = two_tower.train_two_tower(data, _eval_data(splits, id_maps),
+                                                   to_dataclass(config, two_tower.TwoTowerConfig), log=run.log_epoch)
+        run.save("two_tower", model)
+    yield dg.Output(pd.DataFrame(history), output_name="two_tower", metadata={
+        **_history_metadata(history, run.run_id, config.model_dump()),
+        "first_val_loss": float(history[0]["val_loss"]) if history else float("nan"),
+        "best_val_loss": float(min(h["val_loss"] for h in history)) if history else float("nan")})
+    users, user_matrix, items = two_tower.vectors(model, data)
+    yield from _checked_outputs(context, splits, run.run_id, {
+        "two_tower_user_embeddings": pd.DataFrame({"user_idx": users, "vector": list(user_matrix)}),
+        "two_tower_item_embeddings": _vectors("item_idx", items, np.arange(1, len(items)))})
+
+
+two_tower_user_embeddings_valid = _vectors_check("two_tower_user_embeddings", "user_idx")
+two_tower_item_embeddings_valid = _vectors_check("two_tower_item_embeddings", "item_idx")
 
 
 @dg.multi_asset(

@@ -79,6 +79,12 @@ class Warehouse:
             return self.root / f"{asset}.parquet"
         return self.root / asset / f"{partition}.parquet"
 
+    def file(self, asset: str, name: str) -> Path:
+        """A non-Parquet file that belongs to `asset` (a faiss index), in the asset's folder."""
+        if not _NAME.match(name.split(".")[0]) or "/" in name:
+            raise ValueError(f"file name {name!r} is not a plain name")
+        return self.path(asset, "x").parent / name
+
     def partitions(self, asset: str) -> list[str]:
         """Partition keys stored for `asset`, sorted."""
         folder = self.root / asset

@@ -1,0 +1,77 @@
+"""The two-tower recall model, one row per (data set, setting): validation NDCG@20, epochs, train time.
+
+Data sets: the synthetic `small` preset (k-core 10) and MovieLens-100k's
+comparable setup (no k-core, the floor 0.7/0.1/0.2 split). Each setting is
+`TwoTowerConfig()` with the JSON's fields replaced, early stopping on
+validation NDCG@20. Settings are compared on validation; `--test` adds test
+NDCG@20 (read it for the settings you report, not to choose them).
+
+Usage: python benchmarks/bench_two_tower.py [--data small,ml-100k] [--threads N] [--test] '{}' '{"hard_negatives": 4}'
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import table  # noqa: E402
+
+from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
+from kwai_assets.core.pipeline import prepared  # noqa: E402
+from kwai_assets.core.vectors import dot_product  # noqa: E402
+from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, train_two_tower, vectors  # noqa: E402
+from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
+
+
+def load(name: str, ml100k: str):
+    tables = prepared(MovieLensSource(ml100k), k=1) if name == "ml-100k" else prepared(SyntheticSource(name))
+    sizes = tables.sizes
+    maps = tables.id_maps[tables.id_maps["entity"] == "user"].set_index("raw_id")["idx"]
+    data = TwoTowerData.from_frames(tables.splits, sizes["user"], sizes["item"], tables.users, maps)
+    return data, EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="*", default=["{}"], help="JSON objects of TwoTowerConfig fields")
+    parser.add_argument("--data", default="small,ml-100k")
+    parser.add_argument("--ml100k", default=os.environ.get("KWAI_ML100K", str(Path.home() / ".cache/kwai/ml-100k")))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--test", action="store_true", help="also read test NDCG@20")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.data.split(","):
+        data, split = load(name, args.ml100k)
+        for setting in args.settings:
+            config = dataclasses.replace(TwoTowerConfig(), **json.loads(setting))
+            start = time.perf_counter()
+            model, history = train_two_tower(data, split, config)
+            seconds = time.perf_counter() - start
+            best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+            test = None
+            if args.test:
+                users, user_vectors, items = vectors(model, data)
+                full = np.zeros((data.n_users, items.shape[1]), np.float32)
+                full[users] = user_vectors
+                test = evaluate(dot_product(full, items), split, ks=(20,))["ndcg", 20]
+            rows.append([name, setting, f"{best['val_ndcg_at_20']:.4f}", "" if test is None else f"{test:.4f}",
+                         f"{history[0]['val_loss']:.3f} -> {best['val_loss']:.3f}",
+                         f"{best['epoch']} of {len(history)}", round(seconds, 1)])
+            print("  " + " | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
+    print(f"\n## Two-tower ({torch.get_num_threads()} CPU threads)\n")
+    print(table(["data", "setting (TwoTowerConfig fields)", "val NDCG@20", "test NDCG@20",
+                 "val loss (first -> best epoch)", "best epoch", "train s"], rows))
+
+
+if __name__ == "__main__":
+    main()

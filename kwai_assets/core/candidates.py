@@ -1,0 +1,180 @@
+"""Recall: each channel's top-N items per user, and their merge into one candidate set.
+
+A channel proposes, for every user with train rows, up to N items the user
+has not seen in train or val (the items the evaluation ranks), best first.
+Channels come in two kinds: exact scores over the catalogue (Swing i2i from
+the user's recent items, popularity) and an ANN search of a faiss index with
+a query vector (u2i: the user's vector; i2i: the mean unit vector of the
+user's recent items). An ANN search fetches N + the most items any user of the
+batch has seen, so that N remain after the seen ones are removed.
+
+The merge keeps, per user, the union of the channels' lists, one row per item
+with its rank in every channel that proposed it (null elsewhere), ordered by
+its best rank (then by how many channels proposed it) and cut at `total`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from kwai_assets.core.ann import search
+from kwai_assets.core.evaluation import EvalData
+from kwai_assets.core.knn import similarity_matrix
+
+RankedFrame = pd.DataFrame      # (user_idx, item_idx, rank), rank 1 = best
+
+
+def _seen(data: EvalData) -> sp.csr_matrix:
+    return ((data.train + data.val) > 0).tocsr()
+
+
+def _users(data: EvalData) -> np.ndarray:
+    return np.flatnonzero(data.train.getnnz(axis=1) > 0)
+
+
+def _ranked(users: np.ndarray, items: np.ndarray, valid: np.ndarray, n: int) -> RankedFrame:
+    """[B, k] candidate items (valid mask) -> the first n valid per row, ranked."""
+    keep = valid & (np.cumsum(valid, axis=1) <= n)
+    rows, cols = np.nonzero(keep)
+    ranks = np.cumsum(keep, axis=1)[rows, cols]
+    return pd.DataFrame({"user_idx": users[rows].astype(np.int64), "item_idx": items[rows, cols].astype(np.int64),
+                         "rank": ranks.astype(np.int64)})
+
+
+def scored_channel(score: Callable[[np.ndarray], np.ndarray], data: EvalData, n: int,
+                   batch_size: int = 1024) -> RankedFrame:
+    """Top n per user of dense scores [B, n_items] over the catalogue (items with score <= 0 are not proposed)."""
+    seen, frames = _seen(data), []
+    candidates = data.candidates.copy()
+    candidates[0] = False
+    users = _users(data)
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        scores = torch.from_numpy(np.array(score(batch), dtype=np.float32))     # a copy: scores may be a view
+        scores[torch.from_numpy(seen[batch].toarray() > 0)] = -torch.inf
+        scores[:, torch.from_numpy(~candidates)] = -torch.inf
+        values, items = torch.topk(scores, min(n, scores.shape[1]), dim=1)
+        frames.append(_ranked(batch, items.numpy(), (values > 0).numpy() & torch.isfinite(values).numpy(), n))
+    return _concat(frames)
+
+
+def ann_channel(index: faiss.Index, queries: np.ndarray, data: EvalData, n: int,
+                batch_size: int = 1024) -> RankedFrame:
+    """Top n per user from an index search with `queries` [n_users, dim] (a zero query proposes nothing)."""
+    seen, frames = _seen(data), []
+    users = _users(data)
+    users = users[np.abs(queries[users]).sum(axis=1) > 0]
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        k = min(n + int(seen[batch].getnnz(axis=1).max()), index.ntotal)
+        _, items = search(index, queries[batch], k)
+        rows = np.repeat(np.arange(len(batch)), items.shape[1])
+        known = np.asarray(seen[batch[rows], np.maximum(items.ravel(), 0)]).ravel() > 0
+        frames.append(_ranked(batch, np.maximum(items, 0), (items >= 0) & ~known.reshape(items.shape), n))
+    return _concat(frames)
+
+
+def _concat(frames: list[RankedFrame]) -> RankedFrame:
+    if not frames:
+        return pd.DataFrame({"user_idx": np.zeros(0, np.int64), "item_idx": np.zeros(0, np.int64),
+                             "rank": np.zeros(0, np.int64)})
+    return pd.concat(frames, ignore_index=True)
+
+
+def merge_channels(channels: dict[str, RankedFrame], per_channel: int, total: int,
+                   fallback: tuple[str, ...] = ("popularity",)) -> pd.DataFrame:
+    """(user_idx, item_idx, channels, n_channels, best_rank, rank_<channel>...): the union of every channel's
+    first `per_channel` items, at most `total` per user, ordered by best rank, then by how many proposed it;
+    items that only `fallback` channels proposed come after all others (they fill what the rest leave)."""
+    long = pd.concat([df[df["rank"] <= per_channel].assign(channel=name) for name, df in channels.items()],
+                     ignore_index=True)
+    wide = long.pivot_table(index=["user_idx", "item_idx"], columns="channel", values="rank", aggfunc="min")
+    wide = wide.reindex(columns=list(channels)).astype("Int64")
+    proposed = wide.notna().to_numpy()
+    mask = proposed @ (1 << np.arange(len(channels)))                     # which channels, as bits
+    names = {m: ",".join(c for k, c in enumerate(channels) if m >> k & 1) for m in np.unique(mask)}
+    out = pd.DataFrame({
+        "channels": pd.Series(mask, index=wide.index).map(names),
+        "n_channels": proposed.sum(axis=1).astype(np.int64),
+        "best_rank": wide.min(axis=1).astype(np.int64),
+    }, index=wide.index)
+    main = [c for c in channels if c not in fallback]
+    only_fallback = (~wide[main].notna().any(axis=1)).to_numpy() if main else np.zeros(len(wide), bool)
+    out = out.join(wide.add_prefix("rank_")).reset_index().assign(_fallback=only_fallback)
+    out = out.sort_values(["user_idx", "_fallback", "best_rank", "n_channels", "item_idx"],
+                          ascending=[True, True, True, False, True], kind="stable")
+    out = out.groupby("user_idx", sort=False).head(total)
+    return out.drop(columns="_fallback").reset_index(drop=True)
+
+
+def recall_of(candidates: pd.DataFrame, data: EvalData) -> tuple[float, int]:
+    """Mean over evaluated users (those with a test item unseen in train and val) of the share of their test
+    items in `candidates` (user_idx, item_idx); and how many users that is."""
+    seen = _seen(data)
+    relevant = ((data.test > 0).astype(np.int8) - (data.test > 0).multiply(seen).astype(np.int8)).tocsr()
+    relevant.eliminate_zeros()
+    users = np.flatnonzero(relevant.getnnz(axis=1) > 0)
+    if not len(users):
+        return 0.0, 0
+    if not len(candidates):
+        return 0.0, len(users)
+    hit = np.asarray(relevant[candidates["user_idx"].to_numpy(), candidates["item_idx"].to_numpy()]).ravel() > 0
+    hits = np.bincount(candidates["user_idx"].to_numpy()[hit], minlength=data.n_users)
+    return float(np.mean(hits[users] / relevant.getnnz(axis=1)[users])), len(users)
+
+
+def recall_table(channels: dict[str, RankedFrame], merged: pd.DataFrame, data: EvalData, per_channel: int,
+                 total: int) -> pd.DataFrame:
+    """(source, size, recall, users): each channel alone at per_channel and at total items, and the merged set."""
+    rows = []
+    for name, ranked in channels.items():
+        for size in sorted({per_channel, total}):
+            recall, users = recall_of(ranked[ranked["rank"] <= size], data)
+            rows.append({"source": name, "size": size, "recall": recall, "users": users})
+    recall, users = recall_of(merged, data)
+    rows.append({"source": "merged", "size": total, "recall": recall, "users": users})
+    return pd.DataFrame(rows)
+
+
+def merged_recall_problems(table: pd.DataFrame, per_channel: int) -> list[str]:
+    """The merged set must recall at least as much as any channel's own list that went into it."""
+    merged = float(table.loc[table["source"] == "merged", "recall"].iloc[0])
+    alone = table[(table["source"] != "merged") & (table["size"] == per_channel)]
+    return [f"merged recall {merged:.4f} is below channel {r.source}'s {r.recall:.4f} at {per_channel}"
+            for r in alone.itertuples() if r.recall > merged + 1e-12]
+
+
+def build_candidates(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataFrame,
+                     searches: dict[str, tuple[faiss.Index, np.ndarray]], per_channel: int,
+                     total: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every channel (Swing i2i from the recent items, one ANN search per (index, queries), popularity as the
+    fallback), merged; and the recall table of each channel and of the merged set on `data`'s test split."""
+    if per_channel < 1 or total < per_channel:
+        raise ValueError(f"candidates need 1 <= per_channel <= total, got per_channel={per_channel}, total={total}")
+    sim = similarity_matrix(swing_pairs, data.n_items)
+    channels = {"swing": scored_channel(lambda users: (recent[users] @ sim).toarray(), data, total)}
+    for name, (index, queries) in searches.items():
+        channels[name] = ann_channel(index, queries, data, total)
+    counts = np.asarray(data.train.sum(axis=0), dtype=np.float32).ravel()
+    channels["popularity"] = scored_channel(lambda users: np.broadcast_to(counts, (len(users), len(counts))),
+                                            data, total)
+    merged = merge_channels(channels, per_channel, total)
+    return merged, recall_table(channels, merged, data, per_channel, total)
+
+
+def candidate_recall(merged: pd.DataFrame, data: EvalData) -> pd.DataFrame:
+    """(source, mean_size, recall, users) of a stored candidate set: the whole set, and the rows each channel
+    proposed (its `rank_<channel>` column set) — what each channel contributes after the merge."""
+    sources = {"merged": merged, **{c.removeprefix("rank_"): merged[merged[c].notna()]
+                                    for c in merged.columns if c.startswith("rank_")}}
+    rows = []
+    for name, part in sources.items():
+        recall, users = recall_of(part, data)
+        size = float(part.groupby("user_idx").size().mean()) if len(part) else 0.0
+        rows.append({"source": name, "mean_size": size, "recall": recall, "users": users})
+    return pd.DataFrame(rows)

@@ -1,0 +1,360 @@
+"""Two-tower recall model: a user tower and an item tower whose normalised outputs meet in a dot product.
+
+- User tower: user id, the user's categorical attributes and the mean of the
+  item embeddings of their most recent `history_len` train items before the
+  target (YouTube-DNN style, so a training example never sees its own target).
+- Item tower: item id, category, POI and a location grid cell (where the
+  source has them).
+- Loss: a softmax over the batch's positives (in-batch negatives) with the
+  log-Q correction (each logit minus the log of its item's sampling
+  probability, the item's share of the train interactions: Yi et al.,
+  RecSys'19) and a temperature, plus, each switchable, popularity-sampled
+  negatives shared by the batch (probability ∝ count^0.75, log-Q corrected
+  too) and hard negatives: items drawn from each user's current top
+  `hard_pool` (train items excluded), mined again every epoch.
+- Early stopping on validation NDCG@20; the validation loss (the in-batch
+  softmax on the val interactions) is logged every epoch, so one can see it fall.
+
+The vectors of record: the user tower over each user's last `history_len`
+train items, the item tower over every item; both unit length, so the dot
+product is the cosine the model was trained on.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kwai_assets.core.evaluation import EvalData, device, evaluate
+from kwai_assets.core.vectors import dot_product
+
+GRID_DEGREES = 0.05          # the location cell of an item's POI (about 5 km)
+USER_ATTRIBUTES_SKIPPED = ("user_id", "n_interactions", "has_attributes")
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    dim: int = 64
+    history_len: int = 50        # most recent train items pooled by the user tower
+    user_id: bool = True         # the user id embedding in the user tower (off: a purely inductive tower)
+    temperature: float = 0.1     # softmax temperature on cosine scores
+    in_batch: bool = True        # the batch's other positives as negatives
+    logq: bool = True            # subtract log(sampling probability) from every sampled negative's logit
+    pop_negatives: int = 0       # popularity-sampled (count^0.75) negatives shared by the batch
+    hard_negatives: int = 0      # per example, drawn from the user's current top hard_pool items (train excluded)
+    hard_pool: int = 50
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    epochs: int = 100
+    eval_every: int = 1          # epochs between validation NDCG@20 measurements
+    patience: int = 3            # validations without improvement before stopping
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.in_batch or self.pop_negatives or self.hard_negatives):
+            raise ValueError("two-tower needs negatives: in_batch, pop_negatives or hard_negatives")
+        if self.temperature <= 0:
+            raise ValueError(f"two-tower temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class TwoTowerData:
+    """Everything the towers read, in index space, from the train split only (item attributes excepted)."""
+    n_users: int
+    n_items: int
+    seq_items: np.ndarray        # train items of every user in time order, users one after another
+    seq_users: np.ndarray        # the user of each position
+    seq_start: np.ndarray        # the first position of each position's user
+    user_attributes: np.ndarray  # [n_users, n_attr] int, 0 = unknown
+    attribute_sizes: list[int]
+    item_features: np.ndarray    # [n_items, 3]: category, poi, location cell (0 = none)
+    feature_sizes: list[int]
+    item_counts: np.ndarray      # [n_items] train interactions
+
+    @classmethod
+    def from_frames(cls, splits: pd.DataFrame, n_users: int, n_items: int,
+                    users: pd.DataFrame | None = None, user_index: pd.Series | None = None) -> TwoTowerData:
+        """`users` is the user_attributes table, `user_index` maps its raw user_id to user_idx."""
+        train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
+        seq_users = train["user_idx"].to_numpy().astype(np.int64)
+        first = np.r_[True, seq_users[1:] != seq_users[:-1]]
+        seq_start = np.maximum.accumulate(np.where(first, np.arange(len(seq_users)), 0))
+        attrs, sizes = _user_attributes(users, user_index, n_users)
+        features, feature_sizes = _item_features(splits, n_items)
+        return cls(n_users=n_users, n_items=n_items, seq_items=train["item_idx"].to_numpy().astype(np.int64),
+                   seq_users=seq_users, seq_start=seq_start, user_attributes=attrs, attribute_sizes=sizes,
+                   item_features=features, feature_sizes=feature_sizes,
+                   item_counts=np.bincount(train["item_idx"].to_numpy(), minlength=n_items))
+
+    def history(self, positions: np.ndarray, length: int, starts: np.ndarray | None = None) -> np.ndarray:
+        """[len(positions), length] the user's items strictly before each position (0-padded on the left)."""
+        starts = self.seq_start[positions] if starts is None else starts
+        at = positions[:, None] + np.arange(-length, 0)[None, :]
+        return np.where(at >= starts[:, None], self.seq_items[np.maximum(at, 0)], 0)
+
+    def last_history(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(users with train rows, their last `length` train items): the input of the user vectors of record."""
+        if not len(self.seq_users):
+            return np.zeros(0, np.int64), np.zeros((0, length), np.int64)
+        last = np.r_[np.flatnonzero(self.seq_users[1:] != self.seq_users[:-1]), len(self.seq_users) - 1]
+        return self.seq_users[last], self.history(last + 1, length, self.seq_start[last])
+
+
+def _user_attributes(users: pd.DataFrame | None, user_index: pd.Series | None,
+                     n_users: int) -> tuple[np.ndarray, list[int]]:
+    """Every categorical (text) attribute as codes, 0 = unknown; numeric columns are left out."""
+    if users is None or user_index is None:
+        return np.zeros((n_users, 0), np.int64), []
+    columns = [c for c in users.columns if c not in USER_ATTRIBUTES_SKIPPED and not pd.api.types.is_numeric_dtype(
+        users[c])]
+    rows = user_index.reindex(users["user_id"].astype(str)).to_numpy()
+    keep = ~pd.isna(rows)
+    out, sizes = np.zeros((n_users, len(columns)), np.int64), []
+    for k, column in enumerate(columns):
+        codes, uniques = pd.factorize(users[column].astype(str), sort=True)
+        out[rows[keep].astype(np.int64), k] = codes[keep] + 1
+        sizes.append(len(uniques) + 1)
+    return out, sizes
+
+
+def _item_features(splits: pd.DataFrame, n_items: int) -> tuple[np.ndarray, list[int]]:
+    """Category, POI and location cell of every item (any split may inform an attribute: no interaction does)."""
+    first = splits.drop_duplicates("item_idx")
+    out = np.zeros((n_items, 3), np.int64)
+    idx = first["item_idx"].to_numpy()
+    for k, column in enumerate(("category_idx", "poi_idx")):
+        if column in first.columns:
+            out[idx, k] = first[column].fillna(0).to_numpy().astype(np.int64)
+    if {"lat", "lon"} <= set(first.columns):
+        located = first[["lat", "lon"]].notna().all(axis=1).to_numpy()
+        cells = np.floor(first[["lat", "lon"]].to_numpy()[located] / GRID_DEGREES).astype(np.int64)
+        if len(cells):
+            _, code = np.unique(cells, axis=0, return_inverse=True)
+            out[idx[located], 2] = code.ravel() + 1
+    return out, [int(out[:, k].max()) + 1 for k in range(3)]
+
+
+class TwoTower(nn.Module):
+    def __init__(self, n_users: int, n_items: int, attribute_sizes: list[int], feature_sizes: list[int],
+                 config: TwoTowerConfig):
+        super().__init__()
+        self.config, d = config, config.dim
+        self.sizes = {"n_users": n_users, "n_items": n_items, "attribute_sizes": list(attribute_sizes),
+                      "feature_sizes": list(feature_sizes)}
+        self.item = nn.Embedding(n_items, d, padding_idx=0)
+        self.user = nn.Embedding(n_users, d) if config.user_id else None
+        self.attributes = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in attribute_sizes)
+        self.features = nn.ModuleList(nn.Embedding(n, d, padding_idx=0) for n in feature_sizes)
+        user_in = d * (2 + len(attribute_sizes)) if config.user_id else d * (1 + len(attribute_sizes))
+        self.user_mlp = _mlp(user_in, d, config.dropout)
+        self.item_mlp = _mlp(d * (1 + len(feature_sizes)), d, config.dropout)
+        for table in (self.item, self.user, *self.attributes, *self.features):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.05)
+
+    def encode_users(self, users: torch.Tensor, attributes: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        mask = (history > 0).unsqueeze(-1).float()
+        pooled = (self.item(history) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        parts = [pooled, *(table(attributes[:, k]) for k, table in enumerate(self.attributes))]
+        if self.user is not None:
+            parts.append(self.user(users))
+        return F.normalize(self.user_mlp(torch.cat(parts, dim=-1)), dim=-1)
+
+    def encode_items(self, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        parts = [self.item(items), *(table(features[:, k]) for k, table in enumerate(self.features))]
+        return F.normalize(self.item_mlp(torch.cat(parts, dim=-1)), dim=-1)
+
+
+def _mlp(inputs: int, dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(inputs, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+
+class _Tensors:
+    """The data's arrays on the training device."""
+
+    def __init__(self, data: TwoTowerData, dev: torch.device):
+        self.attributes = torch.from_numpy(data.user_attributes).to(dev)
+        self.features = torch.from_numpy(data.item_features).to(dev)
+        counts = data.item_counts.astype(np.float64)
+        self.log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / max(counts.sum(), 1))).float().to(dev)
+        pop = np.where(np.arange(data.n_items) > 0, counts, 0) ** 0.75
+        self.pop = torch.from_numpy(pop / pop.sum()).float().to(dev)
+        self.all_items = torch.arange(data.n_items, device=dev)
+
+
+def _all_items(model: TwoTower, t: _Tensors, batch: int = 8192) -> torch.Tensor:
+    return torch.cat([model.encode_items(t.all_items[s:s + batch], t.features[s:s + batch])
+                      for s in range(0, len(t.all_items), batch)])
+
+
+def _loss(model: TwoTower, t: _Tensors, config: TwoTowerConfig, u: torch.Tensor, hist: torch.Tensor,
+          pos: torch.Tensor, hard: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """Softmax cross-entropy of each positive against the configured negatives (log-Q corrected where sampled)."""
+    users = model.encode_users(u, t.attributes[u], hist)
+    items = model.encode_items(pos, t.features[pos])
+    positive = (users * items).sum(-1, keepdim=True) / config.temperature
+    logits = [positive]
+    if config.in_batch:
+        batch = users @ items.T / config.temperature
+        if config.logq:
+            batch = batch - t.log_q[pos][None, :]
+        same = pos[:, None] == pos[None, :]          # the positive itself and its duplicates in the batch
+        logits.append(batch.masked_fill(same, -torch.inf))
+    if config.pop_negatives:
+        sampled = torch.multinomial(t.pop.cpu(), config.pop_negatives, replacement=True,
+                                    generator=generator).to(pos.device)
+        scores = users @ model.encode_items(sampled, t.features[sampled]).T / config.temperature
+        if config.logq:
+            scores = scores - torch.log(t.pop[sampled] * config.pop_negatives)[None, :]
+        logits.append(scores.masked_fill(sampled[None, :] == pos[:, None], -torch.inf))
+    if hard is not None:
+        scores = (users[:, None] * model.encode_items(hard.reshape(-1), t.features[hard.reshape(-1)]).reshape(
+            *hard.shape, -1)).sum(-1) / config.temperature
+        logits.append(scores.masked_fill(hard == pos[:, None], -torch.inf))
+    logits = torch.cat(logits, dim=1).float()
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+
+
+@torch.no_grad()
+def _hard_pool(model: TwoTower, data: TwoTowerData, t: _Tensors, train_seen, config: TwoTowerConfig) -> torch.Tensor:
+    """[n_users, hard_pool]: each user's current top items, train items excluded."""
+    users, history = data.last_history(config.history_len)
+    pool = torch.zeros(data.n_users, config.hard_pool, dtype=torch.long, device=t.features.device)
+    items = _all_items(model, t)
+    for s in range(0, len(users), 1024):
+        u = torch.from_numpy(users[s:s + 1024]).to(items.device)
+        vec = model.encode_users(u, t.attributes[u], torch.from_numpy(history[s:s + 1024]).to(items.device))
+        scores = vec @ items.T
+        scores[:, 0] = -torch.inf
+        scores.masked_fill_(torch.from_numpy(train_seen[users[s:s + 1024]].toarray() > 0).to(items.device),
+                            -torch.inf)
+        pool[u] = torch.topk(scores, min(config.hard_pool, data.n_items), dim=1).indices
+    return pool
+
+
+@torch.no_grad()
+def vectors(model: TwoTower, data: TwoTowerData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users with train rows, their vectors [U, dim], every item's vector [n_items, dim]), float32."""
+    model.eval()
+    dev = next(model.parameters()).device
+    t = _Tensors(data, dev)
+    users, history = data.last_history(model.config.history_len)
+    out = []
+    for s in range(0, len(users), 4096):
+        u = torch.from_numpy(users[s:s + 4096]).to(dev)
+        out.append(model.encode_users(u, t.attributes[u], torch.from_numpy(history[s:s + 4096]).to(dev)))
+    user_vectors = torch.cat(out) if out else torch.zeros(0, model.config.dim, device=dev)
+    return users, user_vectors.float().cpu().numpy(), _all_items(model, t).float().cpu().numpy()
+
+
+def _val_ndcg(model: TwoTower, data: TwoTowerData, val: EvalData) -> float:
+    users, user_vectors, items = vectors(model, data)
+    full = np.zeros((data.n_users, items.shape[1]), np.float32)
+    full[users] = user_vectors
+    return evaluate(dot_product(full, items), val, ks=(20,))["ndcg", 20]
+
+
+@torch.no_grad()
+def _val_loss(model: TwoTower, data: TwoTowerData, t: _Tensors, val_pairs: tuple[np.ndarray, np.ndarray],
+              config: TwoTowerConfig) -> float:
+    """The in-batch softmax (log-Q corrected) on the val interactions, each user's whole train history as input."""
+    model.eval()
+    users, history = data.last_history(config.history_len)
+    row = np.full(data.n_users, -1)
+    row[users] = np.arange(len(users))
+    u, i = val_pairs
+    keep = row[u] >= 0
+    u, i = u[keep], i[keep]
+    plain = TwoTowerConfig(**{**asdict(config), "in_batch": True, "pop_negatives": 0, "hard_negatives": 0})
+    dev, losses, weights = t.features.device, [], []
+    for s in range(0, len(u), config.batch_size):
+        ub, ib = (torch.from_numpy(a[s:s + config.batch_size]).to(dev) for a in (u, i))
+        hist = torch.from_numpy(history[row[u[s:s + config.batch_size]]]).to(dev)
+        losses.append(_loss(model, t, plain, ub, hist, ib, None, None).item())
+        weights.append(len(ub))
+    return float(np.average(losses, weights=weights)) if losses else float("nan")
+
+
+def train_two_tower(data: TwoTowerData, val: EvalData, config: TwoTowerConfig = TwoTowerConfig(),
+                    log: Callable | None = None) -> tuple[TwoTower, list[dict]]:
+    """Train on the train sequences with early stopping on `val` (its `validation()` view: val items held out).
+
+    Returns the best epoch's model and the per-epoch history (loss, val_loss, val_ndcg_at_20, samples/s).
+    Deterministic on CPU for a seed; bf16 autocast on CUDA.
+    """
+    dev = device()
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = TwoTower(data.n_users, data.n_items, data.attribute_sizes, data.feature_sizes, config).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    t, held_out = _Tensors(data, dev), val.validation()
+    val_coo = held_out.test.tocoo()
+    val_pairs = (val_coo.row.astype(np.int64), val_coo.col.astype(np.int64))
+    best, best_state, since_best, history = -1.0, None, 0, []
+    for epoch in range(1, config.epochs + 1):
+        start, total, steps = time.perf_counter(), 0.0, 0
+        pool = _hard_pool(model, data, t, val.train, config) if config.hard_negatives else None
+        model.train()
+        order = rng.permutation(len(data.seq_items))
+        for s in range(0, len(order), config.batch_size):
+            rows = order[s:s + config.batch_size]
+            u = torch.from_numpy(data.seq_users[rows]).to(dev)
+            hist = torch.from_numpy(data.history(rows, config.history_len)).to(dev)
+            pos = torch.from_numpy(data.seq_items[rows]).to(dev)
+            hard = None
+            if pool is not None:
+                pick = torch.randint(0, pool.shape[1], (len(rows), config.hard_negatives), generator=generator)
+                hard = pool[u].gather(1, pick.to(dev))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                loss = _loss(model, t, config, u, hist, pos, hard, generator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        elapsed = time.perf_counter() - start
+        metrics = {"epoch": epoch, "loss": total / max(steps, 1), "epoch_s": elapsed,
+                   "samples_per_s": len(order) / max(elapsed, 1e-9),
+                   "val_loss": _val_loss(model, data, t, val_pairs, config)}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            metrics["val_ndcg_at_20"] = _val_ndcg(model, data, held_out)
+            if metrics["val_ndcg_at_20"] > best:
+                best, since_best, best_state = metrics["val_ndcg_at_20"], 0, copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+        history.append(metrics)
+        if log is not None:
+            log(epoch, metrics)
+        if since_best >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def save(model: TwoTower, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps({"config": asdict(model.config), **model.sizes}, indent=2))
+    return folder
+
+
+def load(folder: str | Path) -> TwoTower:
+    folder = Path(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    model = TwoTower(meta["n_users"], meta["n_items"], meta["attribute_sizes"], meta["feature_sizes"],
+                     TwoTowerConfig(**meta["config"]))
+    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    return model.to(device()).eval()
