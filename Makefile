@@ -10,7 +10,7 @@ LOG        := $(KWAI_HOME)/logs
 DEMO_CONFIG ?= {"ops": {"adapter": {"config": {"epochs": 12}}}}
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
-.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models clean
+.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models bench-recall bench-two-tower clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,15 @@ clean: redis-stop
 
 bench-swing: install
 	$(BIN)/python benchmarks/bench_swing.py
+
+# Walks and Word2Vec on `large`; the HNSW index against exact search at 100k and 1M items (about 25 minutes).
+bench-recall: install
+	$(BIN)/python benchmarks/bench_recall.py
+
+# The two-tower model on `small` and MovieLens-100k: validation and test NDCG@20, the validation loss, train time.
+bench-two-tower: install
+	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
+	KWAI_ML100K=$(ML100K) $(BIN)/python benchmarks/bench_two_tower.py --test
 
 bench-llm: install
 	$(BIN)/python benchmarks/bench_llm.py
