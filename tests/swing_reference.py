@@ -7,7 +7,8 @@ import numpy as np
 
 def swing_reference(rows: dict[int, set[int]], alpha: float = 1.0,
                     user_weight: bool = False) -> dict[tuple[int, int], float]:
-    """rows: user -> set of items. Returns {(i, j): sim} for i != j with sim > 0, both orders."""
+    """rows: user -> set of items. Returns {(i, j): sim} for i != j with sim > 0, both orders; each sim adds
+    its pair weights in (u, v) order from 0.0."""
     users_of: dict[int, set[int]] = {}
     for u, items in rows.items():
         for i in items:

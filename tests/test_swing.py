@@ -1,10 +1,13 @@
 """Exact Swing against the formula read literally, by hand and on random data."""
+from itertools import combinations
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 from swing_reference import random_matrix, rows_of, swing_reference, work_count
 
+import kwai_assets.core.swing as swing_module
 from kwai_assets.core.swing import binarize, columns_with_neighbours, swing
 
 
@@ -41,14 +44,42 @@ def test_three_users_by_hand():
 @pytest.mark.parametrize("alpha, user_weight", [(1.0, False), (0.3, False), (2.0, True)])
 def test_agrees_with_the_literal_formula(seed, alpha, user_weight):
     m = random_matrix(seed)
-    # tiny blocks force many user blocks and item blocks
-    pairs, stats = swing(m, alpha=alpha, user_weight=user_weight, top_k=10_000, block_triples=40, block_outputs=90)
+    # tiny blocks force many user blocks and runs of Q folded one after the other
+    pairs, stats = swing(m, alpha=alpha, user_weight=user_weight, top_k=10_000, block_triples=40, block_entries=90)
     ref = swing_reference(rows_of(m), alpha=alpha, user_weight=user_weight)
     got = as_dict(pairs)
     assert set(got) == set(ref)
     assert max(abs(got[k] - ref[k]) for k in ref) < 1e-9
     assert stats.work == work_count(rows_of(m))
     assert all(got[i, j] == got[j, i] for i, j in got)      # bit-identical both ways
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("alpha, user_weight", [(1.0, False), (0.3, True)])
+def test_bit_identical_to_the_formula_summed_in_pair_order(seed, alpha, user_weight):
+    # the reference adds the pair weights of sim(i, j) in (u, v) order from 0.0; so does swing, whatever the
+    # sizes of its user blocks (step 1) and of the runs of Q folded into sim (step 2), with or without the thread
+    m = random_matrix(seed, users=60, items=30, density=0.25)
+    rows = rows_of(m)
+    ref = swing_reference(rows, alpha=alpha, user_weight=user_weight)
+    sharing = [len(rows[u] & rows[v]) for u, v in combinations(sorted(rows), 2)]
+    for block_triples, block_entries, threads in [(1, 1, True), (7, 25, False), (500, 60, True), (10**9, 10**9, False)]:
+        pairs, stats = swing(m, alpha=alpha, user_weight=user_weight, top_k=10_000, block_triples=block_triples,
+                             block_entries=block_entries, threads=threads)
+        assert as_dict(pairs) == ref                                 # ==, not approx
+        assert (stats.pairs, stats.pairs_used, stats.triples) == (
+            sum(s >= 1 for s in sharing), sum(s >= 2 for s in sharing), sum(s for s in sharing if s >= 2))
+
+
+def test_step_one_keys_that_need_small_user_blocks(monkeypatch):
+    # a (pair, column) key must fit in _KEY_BITS: with 14 bits and 5 for the 30 columns, 512 // 40 users = 12 per block
+    m = random_matrix(1, users=40, items=30, density=0.3)
+    expected, _ = swing(m, top_k=10_000)
+    monkeypatch.setattr(swing_module, "_KEY_BITS", 14)
+    assert len(list(swing_module.pair_blocks(binarize(m), block_triples=10**9))) == 4
+    got, _ = swing(m, top_k=10_000, block_triples=10**9)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert as_dict(got) == swing_reference(rows_of(m))
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -11,34 +11,53 @@ How it is computed, exactly and without a Python loop over pairs:
 
 1. Enumerate every (user pair, shared item) triple, in blocks of users: for
    each (u, i) of the block, the users v > u of item i (a gather from the CSC
-   of the matrix). Sorting the pair keys groups the triples by pair, which
-   gives |I_u ∩ I_v| as the group size and a sparse pair x item matrix Q whose
+   of the matrix), each triple packed into one int64 key (pair, item). One sort
+   groups the triples by pair, items ascending, which gives |I_u ∩ I_v| as the
+   group size and the rows of a sparse pair x item matrix Q, in pair order:
    row (u, v) is I_u ∩ I_v, weighted by the pair's weight. Pairs that share a
-   single item are dropped there: they add to no sim(i, j) with i != j, and on
-   real data they are most pairs.
-2. sim = Q^T diag(w) Q without its diagonal, computed in row blocks of items
-   (a sparse product each), keeping the top-k of every row before the next.
+   single item are dropped right after the sort: they add to no sim(i, j) with
+   i != j, and on real data they are most pairs.
+2. sim = Q^T diag(w) Q, folded in one run of Q's rows at a time as step 1
+   makes them: sim <- [I | P^T] @ [sim; diag(w) Q_run], P the run's pattern.
+   Row i of that product starts every sum from sim's value (the identity entry
+   comes first) and then adds the run's pair weights in pair order: the very
+   float64 additions, in the same order, as one product over all of Q, which
+   is never held whole. Step 1 makes the next run in a worker thread while
+   step 2 folds the current one (numpy and scipy's sparse kernels release the
+   GIL). Last, the top-k of every row, the diagonal left out.
 
-Cost and memory: step 1 touches T = sum_i |U_i| (|U_i| - 1) / 2 triples, one
-block of users at a time, and keeps those of pairs sharing two or more items
-(the non-zeros of Q); step 2 does W = sum over pairs of
-|I_u ∩ I_v|^2 multiply-adds, the "work" reported in the stats, which is the
-arithmetic of the definition itself. Memory grows with nnz(Q): about 17
-bytes each (Q with its float64 weights, the int8 pattern of its transpose),
-plus one block of user triples (~`block_triples` x 60 bytes) and one block of
-item rows of output (~`block_outputs` x 12 bytes); nothing of size
-users x users or items x items is ever dense.
+Cost and memory: step 1 touches T = sum_i |U_i| (|U_i| - 1) / 2 triples, a few
+int64 passes and a sort each, and keeps those of the pairs sharing two or more
+items (the non-zeros of Q); the stats' pair count and work follow from T and
+the pairs kept, as a pair sharing one item is one triple. Step 2 does
+W = sum over the pairs kept of |I_u ∩ I_v|^2 multiply-adds, the arithmetic of
+the definition itself (twice over: scipy counts a product's non-zeros before
+filling them), plus a copy of sim per run, never more than the run itself as
+a run holds at least nnz(sim) entries of Q. Memory: sim (12 bytes a non-zero,
+at most items x items but sparse: 5M on the heavy benchmark), the run being
+folded (~55 bytes an entry of Q: `block_entries` of them, or nnz(sim) when
+more), the next run being made (~10 bytes an entry), and one block of triples
+(~`block_triples` x 40 bytes); nothing of size users x users is built, nor Q
+whole (107M entries, ~1.8 GB, on the heavy benchmark, whose peak is 0.4-0.6 GB
+above the process).
 
-Exact means exact: the same float64 sums as the definition, and sim(i, j) and
+Exact means exact: the float64 sums of the definition, adding the pair weights
+in (u, v) order from 0, whatever the block and run sizes; and sim(i, j) and
 sim(j, i) are bit-identical (both add the same pair weights in the same order).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+Item = TypeVar("Item")
+_KEY_BITS = 63                         # a (pair, column) key of step 1 is below 2**_KEY_BITS (int64)
 
 
 @dataclass
@@ -78,19 +97,25 @@ def binarize(matrix: sp.spmatrix, max_history: int | None = None, seed: int = 0)
     return a
 
 
-def _gather_segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s + n) for every (s, n)."""
-    total = int(lengths.sum())
-    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    return offsets + np.arange(total, dtype=np.int64)
+@dataclass
+class PairRows:
+    """Consecutive rows of Q (user pairs sharing two or more columns, in pair order)."""
+
+    weight: np.ndarray         # per pair: w_u w_v / (alpha + shared)
+    shared: np.ndarray         # per pair: |I_u ∩ I_v| (>= 2)
+    columns: np.ndarray        # the shared columns pair after pair, ascending within a pair
+    triples: int               # (pair, shared column) triples enumerated here, single-column pairs included
 
 
-def pair_matrix(a: sp.csr_matrix, alpha: float = 1.0, user_weight: bool = False,
-                block_triples: int = 5_000_000) -> tuple[sp.csr_matrix, int, int]:
-    """Q: one row per unordered row pair sharing at least two columns, holding the
-    pair weight on the shared columns (a pair sharing one column adds to no sim(i, j),
-    i != j). Also returns the number of pairs sharing any column and the work count
-    sum |I_u ∩ I_v|^2 over them."""
+def pair_blocks(a: sp.csr_matrix, alpha: float = 1.0, user_weight: bool = False,
+                block_triples: int = 1_000_000) -> Iterator[PairRows]:
+    """Step 1: the rows of Q, one block of users u at a time (about `block_triples` triples each).
+
+    Every (u, i) of the block gathers the rows v > u of column i as the int64 key
+    ((u - lo) * n_rows + v) << bits | i; one sort groups the keys by pair with the
+    columns ascending inside, and the pairs seen once (a single shared column) are
+    dropped before anything else is done with them.
+    """
     n_rows, n_cols = a.shape
     col_major = a.T.tocsr()                       # column -> rows, sorted
     col_degree = np.diff(col_major.indptr).astype(np.int64)
@@ -100,37 +125,40 @@ def pair_matrix(a: sp.csr_matrix, alpha: float = 1.0, user_weight: bool = False,
     rank = np.empty(a.nnz, dtype=np.int64)
     rank[by_column] = np.arange(a.nnz) - col_major.indptr[a.indices[by_column]]
     later = col_degree[a.indices] - rank - 1      # rows v > u in the entry's column
-    bounds = _blocks(np.diff(np.concatenate([[0], np.cumsum(later)])[a.indptr]), block_triples)
-
-    columns, weights, sizes, pairs, work = [], [], [], 0, 0
+    first_later = col_major.indptr[a.indices] + rank + 1
+    entry_row = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(a.indptr))
+    bits = max(1, (n_cols - 1).bit_length())
+    v_key = col_major.indices.astype(np.int64) << bits
+    rows_per_key = max(1, (1 << (_KEY_BITS - bits)) // max(n_rows, 1))     # users per block that keep keys in range
+    cost = np.diff(np.concatenate([[0], np.cumsum(later)])[a.indptr])
+    bounds = sorted({*_blocks(cost, block_triples), *range(0, n_rows, rows_per_key)})
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         entries = slice(a.indptr[lo], a.indptr[hi])
         lengths = later[entries]
-        u = np.repeat(np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(a.indptr[lo:hi + 1])), lengths)
-        first_later = col_major.indptr[a.indices[entries]] + rank[entries] + 1
-        v = col_major.indices[_gather_segments(first_later, lengths)].astype(np.int64)
-        keys, cols = u * n_rows + v, np.repeat(a.indices[entries], lengths)
-        # a stable sort groups triples by pair and keeps each pair's columns ascending;
-        # it is fast here because every column's rows arrive as a sorted run
-        order = np.argsort(keys, kind="stable")
-        keys, cols = keys[order], cols[order]
+        ends = np.cumsum(lengths)
+        total = int(ends[-1]) if len(ends) else 0
+        if total == 0:
+            continue
+        # v << bits for the rows v > u of every entry's column (consecutive in col_major), plus the entry's part
+        keys = v_key[np.repeat(first_later[entries] - ends + lengths, lengths) + np.arange(total)]
+        keys += np.repeat(((entry_row[entries] - lo) * n_rows << bits) | a.indices[entries], lengths)
+        keys.sort()
+        pair = keys >> bits
+        repeated = pair[1:] == pair[:-1]
+        several = np.zeros(total, dtype=bool)     # the triples of pairs that share two or more columns
+        several[1:] = repeated
+        several[:-1] |= repeated
+        keys = np.compress(several, keys)
+        pair = keys >> bits
         first = np.ones(len(keys), dtype=bool)
-        first[1:] = keys[1:] != keys[:-1]
+        np.not_equal(pair[1:], pair[:-1], out=first[1:])
         starts = np.flatnonzero(first)
-        shared = np.diff(np.append(starts, len(keys)))
-        pairs, work = pairs + len(starts), work + int((shared ** 2).sum())
-        several = shared >= 2
-        pair_keys, shared = keys[starts[several]], shared[several]
-        weight = row_weight[pair_keys // n_rows] * row_weight[pair_keys % n_rows] / (alpha + shared)
-        columns.append(cols[np.repeat(several, np.diff(np.append(starts, len(keys))))])
-        weights.append(np.repeat(weight, shared))
-        sizes.append(shared)
-    shared = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(shared)])
-    q = sp.csr_matrix((np.concatenate(weights) if weights else np.zeros(0),
-                       np.concatenate(columns) if columns else np.zeros(0, dtype=np.int32), indptr),
-                      shape=(len(shared), n_cols))
-    return q, pairs, work
+        shared = np.diff(starts, append=len(keys))
+        pair = pair[starts]
+        weight = row_weight[pair // n_rows + lo] * row_weight[pair % n_rows] / (alpha + shared)
+        columns = np.empty(len(keys), dtype=a.indices.dtype)
+        np.bitwise_and(keys, (1 << bits) - 1, out=columns, casting="unsafe")
+        yield PairRows(weight, shared, columns, total)
 
 
 def _blocks(cost: np.ndarray, budget: float) -> list[int]:
@@ -140,20 +168,68 @@ def _blocks(cost: np.ndarray, budget: float) -> list[int]:
     return sorted({0, len(cost), *cuts.tolist()})
 
 
-def _top_k_rows(block: sp.csr_matrix, first_row: int, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _runs(blocks: Iterator[PairRows], budget: Callable[[], int]) -> Iterator[list[PairRows]]:
+    """Consecutive blocks grouped into runs of at least `budget()` entries of Q (the last one shorter)."""
+    run, entries = [], 0
+    for rows in blocks:
+        run.append(rows)
+        entries += len(rows.columns)
+        if entries >= budget():
+            yield run
+            run, entries = [], 0
+    if run:
+        yield run
+
+
+def _prefetched(items: Iterator[Item]) -> Iterator[Item]:
+    """`items`, each next one computed in a worker thread while the caller works on the current one."""
+    with ThreadPoolExecutor(1) as worker:
+        upcoming = worker.submit(next, items, None)
+        while (item := upcoming.result()) is not None:
+            upcoming = worker.submit(next, items, None)
+            yield item
+
+
+def _fold(sim: sp.csr_matrix, run: list[PairRows]) -> sp.csr_matrix:
+    """Step 2 for a run of Q's rows: sim + Q_run^T diag(w) Q_run, the same float64 sums as over all of Q.
+
+    One sparse product [I | P^T] @ [sim; Q_run], P the pattern of Q_run: row i of the
+    left operand starts with its identity entry, so every sum starts from sim's value
+    (0 + x is x) and goes on adding the run's pair weights in pair order, exactly as
+    if Q had been multiplied whole.
+    """
+    n_cols = sim.shape[1]
+    shared = np.concatenate([rows.shared for rows in run])
+    columns = np.concatenate([rows.columns for rows in run])
+    indptr = np.concatenate([[0], np.cumsum(shared)])
+    # [I; P] transposed: row i holds column i's identity entry, then the pairs sharing column i, in pair order
+    identity_and_pattern = sp.csr_matrix(
+        (np.ones(n_cols + len(columns)), np.concatenate([np.arange(n_cols, dtype=columns.dtype), columns]),
+         np.concatenate([np.arange(n_cols + 1), n_cols + indptr[1:]])), shape=(n_cols + len(shared), n_cols))
+    left = identity_and_pattern.T.tocsr()
+    del identity_and_pattern
+    weights = np.repeat(np.concatenate([rows.weight for rows in run]), shared)
+    right = sp.csr_matrix((np.concatenate([sim.data, weights]), np.concatenate([sim.indices, columns]),
+                           np.concatenate([sim.indptr, sim.nnz + indptr[1:]])),
+                          shape=(n_cols + len(shared), n_cols))
+    del weights, columns
+    return (left @ right).tocsr()
+
+
+def _top_k_rows(sim: sp.csr_matrix, top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The top_k entries of every row (ties: lower column first), self pairs removed."""
     src, dst, score = [], [], []
-    for r in range(block.shape[0]):
-        start, end = block.indptr[r], block.indptr[r + 1]
-        cols, vals = block.indices[start:end], block.data[start:end]
-        keep = (cols != first_row + r) & (vals > 0)
+    for r in range(sim.shape[0]):
+        start, end = sim.indptr[r], sim.indptr[r + 1]
+        cols, vals = sim.indices[start:end], sim.data[start:end]
+        keep = (cols != r) & (vals > 0)
         cols, vals = cols[keep], vals[keep]
         if len(vals) > top_k:
             threshold = np.partition(vals, len(vals) - top_k)[len(vals) - top_k]
             at_least = vals >= threshold
             cols, vals = cols[at_least], vals[at_least]
         order = np.lexsort((cols, -vals))[:top_k]
-        src.append(np.full(len(order), first_row + r, dtype=np.int64))
+        src.append(np.full(len(order), r, dtype=np.int64))
         dst.append(cols[order].astype(np.int64))
         score.append(vals[order])
     if not src:
@@ -173,39 +249,44 @@ class SwingParams:
 
 
 def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight: bool = False,
-          max_history: int | None = None, seed: int = 0, block_triples: int = 5_000_000,
-          block_outputs: int = 20_000_000) -> tuple[pd.DataFrame, SwingStats]:
+          max_history: int | None = None, seed: int = 0, block_triples: int = 1_000_000,
+          block_entries: int = 4_000_000, threads: bool = True) -> tuple[pd.DataFrame, SwingStats]:
     """Swing similarity between the *columns* of `matrix` (rows = users, columns = items).
 
     Returns (src, dst, score) with at most `top_k` rows per src, sorted by src then
     descending score, and the stats. Pass ``matrix.T`` for user-user similarity.
+    `block_triples`, `block_entries` and `threads` trade memory for speed (see the
+    module docstring); the result is the same, bit for bit, whatever their values.
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     a = binarize(matrix, max_history, seed)
-    q, n_pairs, work = pair_matrix(a, alpha, user_weight, block_triples)
-    # the pattern of q^T (int8: the weights live in q), sorted because q's rows are in pair order
-    q_t = sp.csr_matrix((np.ones(q.nnz, dtype=np.int8), q.indices, q.indptr), shape=q.shape).T.tocsr()
     n_cols = a.shape[1]
-    rows_per_block = max(1, int(block_outputs // max(n_cols, 1)))
-    src, dst, score = [], [], []
-    for lo in range(0, n_cols, rows_per_block):
-        block = (q_t[lo:lo + rows_per_block] @ q).tocsr()
-        s, d, v = _top_k_rows(block, lo, top_k)
-        src.append(s), dst.append(d), score.append(v)
-    pairs = pd.DataFrame({"src": np.concatenate(src), "dst": np.concatenate(dst), "score": np.concatenate(score)})
-    stats = SwingStats(rows=a.shape[0], columns=n_cols, interactions=a.nnz, pairs=n_pairs, pairs_used=q.shape[0],
-                       triples=q.nnz,
-                       work=work, output_pairs=len(pairs))
+    sim = sp.csr_matrix((n_cols, n_cols))
+    triples = pairs_used = nnz_q = work_used = 0
+    # step 1 makes the next run of Q's rows in a thread while step 2 folds the current one (both release the GIL)
+    runs = _runs(pair_blocks(a, alpha, user_weight, block_triples), lambda: max(block_entries, sim.nnz))
+    for run in _prefetched(runs) if threads else runs:
+        for rows in run:
+            triples, nnz_q = triples + rows.triples, nnz_q + len(rows.columns)
+            pairs_used, work_used = pairs_used + len(rows.shared), work_used + int((rows.shared ** 2).sum())
+        sim = _fold(sim, run)
+    src, dst, score = _top_k_rows(sim, top_k)
+    pairs = pd.DataFrame({"src": src, "dst": dst, "score": score})
+    single = triples - nnz_q                      # pairs sharing one column: one triple each
+    stats = SwingStats(rows=a.shape[0], columns=n_cols, interactions=a.nnz, pairs=single + pairs_used,
+                       pairs_used=pairs_used, triples=nnz_q, work=single + work_used, output_pairs=len(pairs))
     return pairs, stats
 
 
 def columns_with_neighbours(matrix: sp.spmatrix, max_history: int | None = None, seed: int = 0) -> np.ndarray:
     """Columns i with sim(i, j) > 0 for some j: two rows share i and at least one other column."""
-    q, _, _ = pair_matrix(binarize(matrix, max_history, seed))
-    return np.unique(q.indices)
+    seen = np.zeros(matrix.shape[1], dtype=bool)
+    for rows in pair_blocks(binarize(matrix, max_history, seed)):
+        seen[rows.columns] = True
+    return np.flatnonzero(seen)
 
 
 def pair_problems(pairs: pd.DataFrame, top_k: int, expected_src: np.ndarray) -> list[str]:
