@@ -34,12 +34,12 @@ def test_clean_interactions_reports_each_step(built):
 def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
     settings, result = built
     table = warehouse.read("evaluation")
-    assert set(table["model"]) == {"popularity", "swing_item_knn", "interest_model", "cf", "cf_llm_aligned",
-                                   "llm_adapted", "llm_cosine"}
+    assert set(table["model"]) == {"popularity", "swing_item_knn", "interest_model", "two_tower",
+                                   "item2vec_recent_knn", "cf", "cf_llm_aligned", "llm_adapted", "llm_cosine"}
     assert set(table["k"]) == {10, 20, 50} and set(table["metric"]) == {"recall", "ndcg", "hr", "mrr"}
     assert table["value"].between(0, 1).all()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata
-    assert "| popularity |" in meta["results"].value
+    assert "| popularity |" in meta["results"].value and "| merged " in meta["candidate_recall"].value
     metrics = ModelStore(settings.home).metrics(meta["mlflow_run_id"].value)
     assert metrics["popularity.ndcg_at_20"] == pytest.approx(
         table.query("model == 'popularity' and metric == 'ndcg' and k == 20")["value"].item())
