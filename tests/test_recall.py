@@ -142,16 +142,19 @@ def test_index_refuses_queries_of_another_dimension():
     assert problems == ["cf_item_embeddings: item vectors have dim 8, its queries [4]"]
 
 
-def test_merge_keeps_each_channels_rank_and_puts_the_fallback_last():
+def test_merge_fuses_ranks_keeps_each_channels_rank_and_puts_the_fallback_last():
     a = pd.DataFrame({"user_idx": [1, 1, 1], "item_idx": [10, 11, 12], "rank": [1, 2, 3]})
     b = pd.DataFrame({"user_idx": [1, 1], "item_idx": [11, 13], "rank": [1, 2]})
-    pop = pd.DataFrame({"user_idx": [1, 1], "item_idx": [14, 10], "rank": [1, 2]})
-    merged = merge_channels({"a": a, "b": b, "popularity": pop}, per_channel=3, total=4)
-    # ties on best rank go to more channels, then the lower id; 14, only the fallback's, is cut
-    assert merged["item_idx"].tolist() == [10, 11, 13, 12]
+    pop = pd.DataFrame({"user_idx": [1, 1, 1], "item_idx": [14, 10, 15], "rank": [1, 2, 3]})
+    merged = merge_channels({"a": a, "b": b, "popularity": pop}, per_channel=3, total=5, rrf_k=60)
+    # 11: 1/62 + 1/61 (two channels agree) > 10: 1/61 > 13: 1/62 > 12: 1/63; then the fallback's own, in its order
+    assert merged["item_idx"].tolist() == [11, 10, 13, 12, 14]
     row = merged.set_index("item_idx").loc[11]
     assert row["channels"] == "a,b" and row["rank_a"] == 2 and row["rank_b"] == 1 and pd.isna(row["rank_popularity"])
+    assert row["score"] == pytest.approx(1 / 62 + 1 / 61)
     assert merged.set_index("item_idx").loc[10, "channels"] == "a,popularity"
+    assert merged.set_index("item_idx").loc[14, "score"] == 0.0          # the fallback adds nothing to a score
+    assert merge_channels({"a": a, "b": b}, per_channel=2, total=10)["item_idx"].tolist() == [11, 10, 13]
 
 
 def test_recall_counts_only_unseen_test_items_and_the_merge_check_compares(tiny):
@@ -161,8 +164,9 @@ def test_recall_counts_only_unseen_test_items_and_the_merge_check_compares(tiny)
     recall, users = recall_of(every_test_item, data)
     assert recall == pytest.approx(1.0) and users > 0
     assert recall_of(every_test_item.iloc[:0], data)[0] == 0.0
-    table = pd.DataFrame({"source": ["a", "b", "merged"], "size": [40, 40, 200], "recall": [0.3, 0.5, 0.4]})
-    assert merged_recall_problems(table, 40) == ["merged recall 0.4000 is below channel b's 0.5000 at 40"]
+    table = pd.DataFrame({"source": ["a", "a", "b", "merged"], "size": [40, 200, 200, 200],
+                          "recall": [0.45, 0.3, 0.5, 0.4]})
+    assert merged_recall_problems(table, 200) == ["merged recall 0.4000 is below channel b's 0.5000 at 200"]
 
 
 def test_candidates_hold_every_channel_and_recall_more_than_any(built, warehouse):
@@ -177,7 +181,7 @@ def test_candidates_hold_every_channel_and_recall_more_than_any(built, warehouse
     meta = result.asset_materializations_for_node("candidates")[0].metadata
     merged = meta["merged_recall"].value
     for channel in ("swing", "two_tower", "interest", "cf", "item2vec", "popularity"):
-        assert merged >= meta[f"{channel}_recall_at_40"].value
+        assert merged >= meta[f"{channel}_recall_at_40"].value      # each channel's list that went into it
     index = warehouse.read("item_index")
     assert set(index["channel"]) == {"two_tower", "interest", "cf", "item2vec"}
     assert (index["recall_at_10"] >= 0.95).all()

@@ -104,17 +104,19 @@ def _latest_config(context: dg.AssetCheckExecutionContext) -> dict[str, object]:
 
 
 class CandidatesConfig(dg.Config):
-    per_channel: int = 40        # items each channel proposes (5 channels x 40 fill the cap before the fallback)
+    per_channel: int = 200       # how deep each channel's list goes into the fusion
     total: int = 200             # the cap per user; popularity, the fallback, fills what the channels leave
+    rrf_k: float = 60.0          # reciprocal rank fusion: score = sum over channels of 1 / (rrf_k + rank)
     recent_items: int = 10       # the user's last train items that the i2i channels (Swing, item2vec) start from
 
 
 @dg.asset(group_name="recall", kinds={"faiss", "parquet"},
           ins={"item_index": dg.AssetIn(), "item_positive_pairs": dg.AssetIn(), "splits": dg.AssetIn(),
                "id_maps": dg.AssetIn(), **{name: dg.AssetIn() for name in VECTOR_ASSETS}},
-          description="Per user, the union of the recall channels' items (Swing and item2vec i2i from the recent "
-                      "items, two-tower, interest-model and CF u2i through item_index, popularity as the fallback) "
-                      "not seen in train or val: channels, n_channels, best_rank and each channel's rank per row.")
+          description="Per user, the recall channels' items not seen in train or val (Swing and item2vec i2i from "
+                      "the recent items, two-tower, interest-model and CF u2i through item_index) fused by "
+                      "reciprocal rank, popularity filling what is left: score, channels, n_channels, best_rank "
+                      "and each channel's rank per row.")
 def candidates(context: dg.AssetExecutionContext, config: CandidatesConfig, warehouse: WarehouseResource,
                item_index: pd.DataFrame, item_positive_pairs: pd.DataFrame, splits: pd.DataFrame,
                id_maps: pd.DataFrame, **vectors: pd.DataFrame) -> dg.Output[pd.DataFrame]:
@@ -127,7 +129,8 @@ def candidates(context: dg.AssetExecutionContext, config: CandidatesConfig, ware
         queries = (vector_matrix(vectors[channel.users], "user_idx", sizes["user"]) if channel.users else
                    recent_query(recent, vector_matrix(vectors[channel.items], "item_idx", sizes["item"])))
         searches[name] = (index, queries)
-    merged, recall = build_candidates(data, recent, item_positive_pairs, searches, config.per_channel, config.total)
+    merged, recall = build_candidates(data, recent, item_positive_pairs, searches, config.per_channel, config.total,
+                                      config.rrf_k)
     per_user = merged.groupby("user_idx").size()
     return dg.Output(merged, metadata={
         "test_recall": dg.MetadataValue.md(recall.to_markdown(index=False, floatfmt=".4f")),
@@ -138,13 +141,15 @@ def candidates(context: dg.AssetExecutionContext, config: CandidatesConfig, ware
 
 
 @dg.asset_check(asset="candidates", name="candidates_merged_recall",
-                description="On the test split, the merged set recalls at least as much as each channel's own list.")
+                description="On the test split, the merged set recalls at least as much as each channel's list that "
+                            "went into it (min(per_channel, total) items: with the defaults, the same budget).")
 def candidates_merged_recall(context: dg.AssetCheckExecutionContext, merged: pd.DataFrame) -> dg.AssetCheckResult:
     meta = materialized_metadata(context, "candidates")
-    per_channel = int(meta.get("per_channel", CandidatesConfig().per_channel))
-    table = pd.DataFrame([{"source": k.removesuffix(f"_recall_at_{per_channel}"), "size": per_channel,
-                           "recall": float(v)} for k, v in meta.items() if k.endswith(f"_recall_at_{per_channel}")]
-                         + [{"source": "merged", "size": 0, "recall": float(meta.get("merged_recall", 0.0))}])
-    return check_result(merged_recall_problems(table, per_channel),
+    depth = min(int(meta.get("per_channel", CandidatesConfig().per_channel)),
+                int(meta.get("total", CandidatesConfig().total)))
+    table = pd.DataFrame([{"source": k.removesuffix(f"_recall_at_{depth}"), "size": depth, "recall": float(v)}
+                          for k, v in meta.items() if k.endswith(f"_recall_at_{depth}") and not k.startswith("merged")]
+                         + [{"source": "merged", "size": depth, "recall": float(meta.get("merged_recall", 0.0))}])
+    return check_result(merged_recall_problems(table, depth),
                         f"merged recall {float(meta.get('merged_recall', 0.0)):.4f} is at least every channel's",
                         merged_recall=float(meta.get("merged_recall", 0.0)))

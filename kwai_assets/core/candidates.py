@@ -8,9 +8,15 @@ a query vector (u2i: the user's vector; i2i: the mean unit vector of the
 user's recent items). An ANN search fetches N + the most items any user of the
 batch has seen, so that N remain after the seen ones are removed.
 
-The merge keeps, per user, the union of the channels' lists, one row per item
-with its rank in every channel that proposed it (null elsewhere), ordered by
-its best rank (then by how many channels proposed it) and cut at `total`.
+The merge is reciprocal rank fusion (Cormack et al., SIGIR'09): an item's
+score is the sum over the channels that proposed it of 1 / (rrf_k + rank), so
+an item several channels agree on rises above one that a single channel
+ranks a little higher. The fallback channel (popularity) adds nothing to the
+score: its items only fill what the others leave. One row per item keeps its
+rank in every channel that proposed it (null elsewhere); at most `total` per
+user. Chosen on validation on `small` (recall of the 200 candidates, each
+channel's list 200 deep): fusion 0.548 against 0.524 for the best channel
+alone at 200 and 0.451 for the union of every channel's top 40 by best rank.
 """
 from __future__ import annotations
 
@@ -86,11 +92,11 @@ def _concat(frames: list[RankedFrame]) -> RankedFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def merge_channels(channels: dict[str, RankedFrame], per_channel: int, total: int,
+def merge_channels(channels: dict[str, RankedFrame], per_channel: int, total: int, rrf_k: float = 60.0,
                    fallback: tuple[str, ...] = ("popularity",)) -> pd.DataFrame:
-    """(user_idx, item_idx, channels, n_channels, best_rank, rank_<channel>...): the union of every channel's
-    first `per_channel` items, at most `total` per user, ordered by best rank, then by how many proposed it;
-    items that only `fallback` channels proposed come after all others (they fill what the rest leave)."""
+    """(user_idx, item_idx, score, channels, n_channels, best_rank, rank_<channel>...): every channel's first
+    `per_channel` items fused by reciprocal rank, the `total` best per user; items that only `fallback` channels
+    proposed come after all others, in their order."""
     long = pd.concat([df[df["rank"] <= per_channel].assign(channel=name) for name, df in channels.items()],
                      ignore_index=True)
     wide = long.pivot_table(index=["user_idx", "item_idx"], columns="channel", values="rank", aggfunc="min")
@@ -98,16 +104,19 @@ def merge_channels(channels: dict[str, RankedFrame], per_channel: int, total: in
     proposed = wide.notna().to_numpy()
     mask = proposed @ (1 << np.arange(len(channels)))                     # which channels, as bits
     names = {m: ",".join(c for k, c in enumerate(channels) if m >> k & 1) for m in np.unique(mask)}
+    main = [c for c in channels if c not in fallback]
+    fused = (1.0 / (rrf_k + wide[main].astype("float64"))).sum(axis=1).to_numpy()
+    first_fallback = wide[[c for c in channels if c in fallback]].min(axis=1).astype("float64").to_numpy()
     out = pd.DataFrame({
+        "score": fused,
         "channels": pd.Series(mask, index=wide.index).map(names),
         "n_channels": proposed.sum(axis=1).astype(np.int64),
         "best_rank": wide.min(axis=1).astype(np.int64),
     }, index=wide.index)
-    main = [c for c in channels if c not in fallback]
-    only_fallback = (~wide[main].notna().any(axis=1)).to_numpy() if main else np.zeros(len(wide), bool)
-    out = out.join(wide.add_prefix("rank_")).reset_index().assign(_fallback=only_fallback)
-    out = out.sort_values(["user_idx", "_fallback", "best_rank", "n_channels", "item_idx"],
-                          ascending=[True, True, True, False, True], kind="stable")
+    out = out.join(wide.add_prefix("rank_")).reset_index()
+    out["_fallback"] = np.where(fused > 0, 0.0, 1.0 + np.nan_to_num(first_fallback, nan=0.0))
+    out = out.sort_values(["user_idx", "_fallback", "score", "item_idx"], ascending=[True, True, False, True],
+                          kind="stable")
     out = out.groupby("user_idx", sort=False).head(total)
     return out.drop(columns="_fallback").reset_index(drop=True)
 
@@ -141,29 +150,31 @@ def recall_table(channels: dict[str, RankedFrame], merged: pd.DataFrame, data: E
     return pd.DataFrame(rows)
 
 
-def merged_recall_problems(table: pd.DataFrame, per_channel: int) -> list[str]:
-    """The merged set must recall at least as much as any channel's own list that went into it."""
+def merged_recall_problems(table: pd.DataFrame, size: int) -> list[str]:
+    """The merged set must recall at least as much as any channel alone with `size` items (the depth that went
+    into the merge: with per_channel = total, the same budget)."""
     merged = float(table.loc[table["source"] == "merged", "recall"].iloc[0])
-    alone = table[(table["source"] != "merged") & (table["size"] == per_channel)]
-    return [f"merged recall {merged:.4f} is below channel {r.source}'s {r.recall:.4f} at {per_channel}"
+    alone = table[(table["source"] != "merged") & (table["size"] == size)]
+    return [f"merged recall {merged:.4f} is below channel {r.source}'s {r.recall:.4f} at {size}"
             for r in alone.itertuples() if r.recall > merged + 1e-12]
 
 
 def build_candidates(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataFrame,
                      searches: dict[str, tuple[faiss.Index, np.ndarray]], per_channel: int,
-                     total: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     total: int, rrf_k: float = 60.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every channel (Swing i2i from the recent items, one ANN search per (index, queries), popularity as the
     fallback), merged; and the recall table of each channel and of the merged set on `data`'s test split."""
-    if per_channel < 1 or total < per_channel:
-        raise ValueError(f"candidates need 1 <= per_channel <= total, got per_channel={per_channel}, total={total}")
+    if per_channel < 1 or total < 1:
+        raise ValueError(f"candidates need per_channel >= 1 and total >= 1, got {per_channel} and {total}")
     sim = similarity_matrix(swing_pairs, data.n_items)
-    channels = {"swing": scored_channel(lambda users: (recent[users] @ sim).toarray(), data, total)}
+    depth = max(per_channel, total)
+    channels = {"swing": scored_channel(lambda users: (recent[users] @ sim).toarray(), data, depth)}
     for name, (index, queries) in searches.items():
-        channels[name] = ann_channel(index, queries, data, total)
+        channels[name] = ann_channel(index, queries, data, depth)
     counts = np.asarray(data.train.sum(axis=0), dtype=np.float32).ravel()
     channels["popularity"] = scored_channel(lambda users: np.broadcast_to(counts, (len(users), len(counts))),
-                                            data, total)
-    merged = merge_channels(channels, per_channel, total)
+                                            data, depth)
+    merged = merge_channels(channels, per_channel, total, rrf_k)
     return merged, recall_table(channels, merged, data, per_channel, total)
 
 
