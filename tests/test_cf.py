@@ -19,6 +19,7 @@ from kwai_assets.models.cf import (
     to_torch_sparse,
     train_cf,
 )
+from kwai_assets.models.early_stopping import EarlyStopping
 
 
 def test_lightgcn_propagation_matches_a_dense_reference():
@@ -135,3 +136,12 @@ def test_warm_start_starts_from_the_base_and_leaves_it_alone():
     assert not np.array_equal(ego(scratch), before)
     with pytest.raises(ValueError, match="init has"):
         train_cf(data, dataclasses.replace(SMALL, dim=8), init=base)
+
+
+def test_early_stopping_keeps_the_best_state_and_stops_after_patience():
+    stopping = EarlyStopping(patience=2)
+    for score, state in ((0.1, "a"), (0.2, "b"), (0.15, "c")):
+        stopping.observe(score, lambda s=state: s)
+    assert (stopping.best, stopping.state, stopping.should_stop) == (0.2, "b", False)
+    stopping.observe(0.2, lambda: "d")                    # a tie is no gain
+    assert stopping.state == "b" and stopping.should_stop

@@ -10,7 +10,6 @@ stops early on validation NDCG@20 (the weights of the best epoch are kept).
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
 from kwai_assets.core.vectors import dot_product
+from kwai_assets.models.early_stopping import EarlyStopping
 
 MODELS = ("lightgcn", "mf")
 
@@ -196,7 +196,7 @@ def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss
     params = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules is not None else [])
     optimizer = torch.optim.Adam(params, lr=config.lr)
     sampler, val = TripleSampler(data.train, config.seed), data.validation()
-    best, best_state, since_best, history = -1.0, None, 0, []
+    stopping, history = EarlyStopping(config.patience), []
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, total, extra_total, steps = time.perf_counter(), 0.0, 0.0, 0
@@ -220,21 +220,17 @@ def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             model.eval()
             metrics["val_ndcg_at_20"] = val_ndcg(*model.propagate(), val)
-            if metrics["val_ndcg_at_20"] > best:
-                best, since_best = metrics["val_ndcg_at_20"], 0
-                best_state = copy.deepcopy((model.state_dict(),
-                                            extra_modules.state_dict() if extra_modules is not None else None))
-            else:
-                since_best += 1
+            stopping.observe(metrics["val_ndcg_at_20"], lambda: (
+                model.state_dict(), extra_modules.state_dict() if extra_modules is not None else None))
         history.append(metrics)
         if log is not None:
             log(epoch, metrics)
-        if since_best >= config.patience:
+        if stopping.should_stop:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state[0])
+    if stopping.state is not None:
+        model.load_state_dict(stopping.state[0])
         if extra_modules is not None:
-            extra_modules.load_state_dict(best_state[1])
+            extra_modules.load_state_dict(stopping.state[1])
     model.eval()
     return model, history
 

@@ -30,7 +30,6 @@ only: the [CLS] after the last `long_len` train behaviours.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
 from kwai_assets.core.vectors import dot_product
+from kwai_assets.models.early_stopping import EarlyStopping
 from kwai_assets.models.moe import MoE, SwiGLUExpert
 
 SOFTMAX = ("auto", "full", "sampled")
@@ -461,7 +461,7 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
                                              sequences.short, sequences.short_time)]
     lengths = (items > 0).sum(1)
     held_out = val.validation() if val is not None else None
-    best, best_state, since_best, history = -1.0, None, 0, []
+    stopping, history = EarlyStopping(config.patience), []
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, total, seen = time.perf_counter(), 0.0, 0
@@ -477,17 +477,14 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
                    "epoch_s": seconds, **model.moe.end_epoch()}
         if held_out is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             metrics["val_ndcg_at_20"] = ndcg_at_20(model, sequences, held_out)
-            if metrics["val_ndcg_at_20"] > best:
-                best, since_best, best_state = metrics["val_ndcg_at_20"], 0, copy.deepcopy(model.state_dict())
-            else:
-                since_best += 1
+            stopping.observe(metrics["val_ndcg_at_20"], model.state_dict)
         history.append(metrics)
         if log is not None:
             log(epoch, metrics)
-        if since_best >= config.patience:
+        if stopping.should_stop:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if stopping.state is not None:
+        model.load_state_dict(stopping.state)
     model.eval()
     return model, history
 

@@ -21,7 +21,6 @@ product is the cosine the model was trained on.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
 from kwai_assets.core.vectors import dot_product
+from kwai_assets.models.early_stopping import EarlyStopping
 
 GRID_DEGREES = 0.05          # the location cell of an item's POI (about 5 km)
 USER_ATTRIBUTES_SKIPPED = ("user_id", "n_interactions", "has_attributes")
@@ -302,7 +302,7 @@ def train_two_tower(data: TwoTowerData, val: EvalData, config: TwoTowerConfig = 
     t, held_out = _Tensors(data, dev), val.validation()
     val_coo = held_out.test.tocoo()
     val_pairs = (val_coo.row.astype(np.int64), val_coo.col.astype(np.int64))
-    best, best_state, since_best, history = -1.0, None, 0, []
+    stopping, history = EarlyStopping(config.patience), []
     for epoch in range(1, config.epochs + 1):
         start, total, steps = time.perf_counter(), 0.0, 0
         pool = _hard_pool(model, data, t, val.train, config) if config.hard_negatives else None
@@ -329,17 +329,14 @@ def train_two_tower(data: TwoTowerData, val: EvalData, config: TwoTowerConfig = 
                    "val_loss": _val_loss(model, data, t, val_pairs, config)}
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             metrics["val_ndcg_at_20"] = _val_ndcg(model, data, held_out)
-            if metrics["val_ndcg_at_20"] > best:
-                best, since_best, best_state = metrics["val_ndcg_at_20"], 0, copy.deepcopy(model.state_dict())
-            else:
-                since_best += 1
+            stopping.observe(metrics["val_ndcg_at_20"], model.state_dict)
         history.append(metrics)
         if log is not None:
             log(epoch, metrics)
-        if since_best >= config.patience:
+        if stopping.should_stop:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if stopping.state is not None:
+        model.load_state_dict(stopping.state)
     return model.eval(), history
 
 

@@ -1,0 +1,30 @@
+"""Early stopping on a validation score, the one rule every training loop follows."""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+
+class EarlyStopping:
+    """Keeps a copy of the best-scoring state and says when `patience` validations in a row brought no gain.
+
+    >>> stop = EarlyStopping(patience=2)
+    >>> stop.observe(0.1, lambda: "a"); stop.observe(0.05, lambda: "b"); stop.observe(0.07, lambda: "c")
+    >>> stop.best, stop.state, stop.should_stop
+    (0.1, 'a', True)
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best, self.state, self.since_best = -1.0, None, 0
+
+    def observe(self, score: float, state: Callable[[], object]) -> None:
+        """Record a validation score; `state()` is called (and deep-copied) only when it is the best so far."""
+        if score > self.best:
+            self.best, self.since_best, self.state = score, 0, copy.deepcopy(state())
+        else:
+            self.since_best += 1
+
+    @property
+    def should_stop(self) -> bool:
+        return self.since_best >= self.patience
