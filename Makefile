@@ -62,7 +62,7 @@ clean: redis-stop
 bench-swing: install
 	$(BIN)/python benchmarks/bench_swing.py
 
-# Walks and Word2Vec on `large`; the HNSW index against exact search at 100k and 1M items (about 25 minutes).
+# Walks and Word2Vec on `large`; the HNSW index against exact search at 100k and 1M items (about 20 minutes).
 bench-recall: install
 	$(BIN)/python benchmarks/bench_recall.py
 

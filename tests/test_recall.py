@@ -202,3 +202,14 @@ def test_a_bad_vector_fails_the_index_and_leaves_the_stored_one(tmp_path):
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
     assert "item2vec" in failure and f"[{int(bad.at[3, 'item_idx'])}]" in failure
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == before
+
+
+def test_hard_negatives_from_a_pool_larger_than_the_catalogue_and_clear_config_errors(tiny):
+    tables, data = tiny
+    config = TwoTowerConfig(dim=16, epochs=1, hard_negatives=2, hard_pool=10_000, batch_size=512)
+    _, history = train_two_tower(_two_tower_data(tables), data, config)
+    assert np.isfinite(history[0]["loss"])
+    with pytest.raises(ValueError, match="hard_pool >= 1"):
+        TwoTowerConfig(hard_negatives=1, hard_pool=0)
+    with pytest.raises(ValueError, match="item_positive_pairs is empty"):
+        train_item2vec(pd.DataFrame({"src": [], "dst": [], "score": []}), 10)

@@ -21,7 +21,7 @@ from kwai_assets.core.ann import (
 )
 from kwai_assets.core.candidates import build_candidates, merged_recall_problems
 from kwai_assets.core.evaluation import EvalData
-from kwai_assets.core.knn import recent_items, recent_query
+from kwai_assets.core.knn import RECENT_ITEMS, recent_items, recent_query
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.vectors import unit_rows, vector_matrix
 from kwai_assets.resources import WarehouseResource
@@ -66,7 +66,7 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, warehouse
             rows.append({"channel": name, "vectors": channel.items, "items": len(vectors[channel.items]),
                          "dim": len(vectors[channel.items]["vector"].iloc[0]), **quality.as_metadata()})
         built[name] = index
-    if problems:   # nothing is written: every stored index stays as it was
+    if problems:   # nothing is written: every stored index stays as it was (each file is then replaced atomically)
         raise dg.Failure(description=f"item_index failed its check, so the stored indexes are unchanged: "
                                      f"{'; '.join(problems[:5])}", metadata={"problems": len(problems)})
     for name, index in built.items():
@@ -78,8 +78,9 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, warehouse
 
 
 @dg.asset_check(asset="item_index", name="item_index_recall", blocking=True,
-                description="Every stored index, read back with faiss' reader, finds at least min_recall of the "
-                            "exact top-10 on the sampled queries.")
+                description="Every stored index, read back with faiss' reader, still finds at least min_recall of "
+                            "the exact top-10 on the sampled queries of the stored vectors (the build measured the "
+                            "same before writing: this catches a file replaced or vectors re-materialized since).")
 def item_index_recall(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                       table: pd.DataFrame) -> dg.AssetCheckResult:
     config = IndexConfig(**_latest_config(context))
@@ -107,7 +108,7 @@ class CandidatesConfig(dg.Config):
     per_channel: int = 200       # how deep each channel's list goes into the fusion
     total: int = 200             # the cap per user; popularity, the fallback, fills what the channels leave
     rrf_k: float = 60.0          # reciprocal rank fusion: score = sum over channels of 1 / (rrf_k + rank)
-    recent_items: int = 10       # the user's last train items that the i2i channels (Swing, item2vec) start from
+    recent_items: int = RECENT_ITEMS  # the user's last train items the i2i channels (Swing, item2vec) start from
 
 
 @dg.asset(group_name="recall", kinds={"faiss", "parquet"},

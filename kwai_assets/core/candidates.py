@@ -15,8 +15,9 @@ ranks a little higher. The fallback channel (popularity) adds nothing to the
 score: its items only fill what the others leave. One row per item keeps its
 rank in every channel that proposed it (null elsewhere); at most `total` per
 user. Chosen on validation on `small` (recall of the 200 candidates, each
-channel's list 200 deep): fusion 0.548 against 0.524 for the best channel
-alone at 200 and 0.451 for the union of every channel's top 40 by best rank.
+channel's list 200 deep; `benchmarks/bench_candidates.py` on the demo's home):
+fusion beats the best channel alone and the union of every channel's top 40
+by best rank (figures in docs/models.md).
 """
 from __future__ import annotations
 
@@ -73,6 +74,8 @@ def ann_channel(index: faiss.Index, queries: np.ndarray, data: EvalData, n: int,
                 batch_size: int = 1024) -> RankedFrame:
     """Top n per user from an index search with `queries` [n_users, dim] (a zero query proposes nothing)."""
     seen, frames = _seen(data), []
+    rankable = data.candidates.copy()
+    rankable[0] = False
     users = _users(data)
     users = users[np.abs(queries[users]).sum(axis=1) > 0]
     for start in range(0, len(users), batch_size):
@@ -81,7 +84,8 @@ def ann_channel(index: faiss.Index, queries: np.ndarray, data: EvalData, n: int,
         _, items = search(index, queries[batch], k)
         rows = np.repeat(np.arange(len(batch)), items.shape[1])
         known = np.asarray(seen[batch[rows], np.maximum(items.ravel(), 0)]).ravel() > 0
-        frames.append(_ranked(batch, np.maximum(items, 0), (items >= 0) & ~known.reshape(items.shape), n))
+        valid = (items >= 0) & ~known.reshape(items.shape) & rankable[np.maximum(items, 0)]
+        frames.append(_ranked(batch, np.maximum(items, 0), valid, n))
     return _concat(frames)
 
 

@@ -9,7 +9,7 @@ import torch
 from kwai_assets.core.evaluation import EvalData, Scorer
 from kwai_assets.core.vectors import dot_product, unit_rows, vector_matrix
 
-RECENT_ITEMS = 10      # the user's last train items an i2i recommender starts from (as the candidates asset)
+RECENT_ITEMS = 10      # the user's last train items an i2i recommender starts from (the candidates asset's default)
 
 
 def similarity_matrix(pairs: pd.DataFrame, n_items: int) -> sp.csr_matrix:

@@ -45,6 +45,9 @@ class Item2VecStats:
 def train_item2vec(pairs: pd.DataFrame, n_items: int,
                    config: Item2VecConfig = Item2VecConfig()) -> tuple[pd.DataFrame, Item2VecStats]:
     """(item_idx, vector) for every item on a walk, and the walk / training speeds."""
+    if not len(pairs):
+        raise ValueError("item2vec needs item pairs to walk on; item_positive_pairs is empty (no two users share "
+                         "two items in the train split)")
     start = time.perf_counter()
     walks = random_walks(item_graph(pairs, n_items), config.walks_per_node, config.walk_length, config.seed)
     walk_s = time.perf_counter() - start
