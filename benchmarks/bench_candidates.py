@@ -15,19 +15,16 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import table  # noqa: E402
 
-from kwai_assets.assets.recall import INDEXED  # noqa: E402
-from kwai_assets.core.ann import read_index  # noqa: E402
-from kwai_assets.core.candidates import ann_channel, merge_channels, recall_of, scored_channel  # noqa: E402
+from kwai_assets.assets.recall import VECTOR_ASSETS, channel_searches  # noqa: E402
+from kwai_assets.core.candidates import merge_channels, recall_channels, recall_of  # noqa: E402
 from kwai_assets.core.evaluation import EvalData  # noqa: E402
-from kwai_assets.core.knn import RECENT_ITEMS, recent_items, recent_query, similarity_matrix  # noqa: E402
+from kwai_assets.core.knn import RECENT_ITEMS, recent_items  # noqa: E402
 from kwai_assets.core.reid import index_sizes  # noqa: E402
-from kwai_assets.core.vectors import vector_matrix  # noqa: E402
 from kwai_assets.io.warehouse import Warehouse  # noqa: E402
 
 
@@ -40,15 +37,9 @@ def main() -> None:
     splits, sizes = wh.read("splits"), index_sizes(wh.read("id_maps"))
     val = EvalData.from_splits(splits, sizes["user"], sizes["item"]).validation()
     recent = recent_items(splits, sizes["user"], sizes["item"], RECENT_ITEMS)
-    sim = similarity_matrix(wh.read("item_positive_pairs"), sizes["item"])
-    channels = {"swing": scored_channel(lambda users: (recent[users] @ sim).toarray(), val, args.depth)}
-    for name, channel in INDEXED.items():
-        queries = (vector_matrix(wh.read(channel.users), "user_idx", sizes["user"]) if channel.users else
-                   recent_query(recent, vector_matrix(wh.read(channel.items), "item_idx", sizes["item"])))
-        channels[name] = ann_channel(read_index(wh.file("item_index", f"{name}.faiss")), queries, val, args.depth)
-    counts = np.asarray(val.train.sum(axis=0), dtype=np.float32).ravel()
-    channels["popularity"] = scored_channel(lambda users: np.broadcast_to(counts, (len(users), len(counts))), val,
-                                            args.depth)
+    vectors = {name: wh.read(name) for name in VECTOR_ASSETS}
+    channels = recall_channels(val, recent, wh.read("item_positive_pairs"),
+                               channel_searches(wh, vectors, recent, sizes), args.depth)
     rows = [[f"{name} alone", recall_of(ranked[ranked["rank"] <= args.total], val)[0]]
             for name, ranked in channels.items()]
     for k in (0, 10, 60):

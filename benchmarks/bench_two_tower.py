@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,8 +25,7 @@ from common import table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.core.pipeline import prepared  # noqa: E402
-from kwai_assets.core.vectors import dot_product  # noqa: E402
-from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, train_two_tower, vectors  # noqa: E402
+from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, scorer, train_two_tower  # noqa: E402
 from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 
@@ -58,12 +56,7 @@ def main() -> None:
             model, history = train_two_tower(data, split, config)
             seconds = time.perf_counter() - start
             best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
-            test = None
-            if args.test:
-                users, user_vectors, items = vectors(model, data)
-                full = np.zeros((data.n_users, items.shape[1]), np.float32)
-                full[users] = user_vectors
-                test = evaluate(dot_product(full, items), split, ks=(20,))["ndcg", 20]
+            test = evaluate(scorer(model, data), split, ks=(20,))["ndcg", 20] if args.test else None
             rows.append([name, setting, f"{best['val_ndcg_at_20']:.4f}", "" if test is None else f"{test:.4f}",
                          f"{history[0]['val_loss']:.3f} -> {best['val_loss']:.3f}",
                          f"{best['epoch']} of {len(history)}", round(seconds, 1)])

@@ -14,11 +14,10 @@ from kwai_assets.core.candidates import merge_channels, merged_recall_problems, 
 from kwai_assets.core.evaluation import EvalData, evaluate
 from kwai_assets.core.pipeline import prepared
 from kwai_assets.core.swing import swing
-from kwai_assets.core.vectors import dot_product
 from kwai_assets.core.walks import item_graph, random_walks
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.models.item2vec import Item2VecConfig, train_item2vec
-from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, train_two_tower, vectors
+from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, scorer, train_two_tower, vectors
 from kwai_assets.sources import SyntheticSource
 
 
@@ -58,13 +57,10 @@ def test_two_tower_beats_popularity_with_every_negative_kind_and_is_deterministi
                             hard_pool=20, patience=15)
     model, history = train_two_tower(tt, data, config)
     assert history[-1]["val_loss"] < history[0]["val_loss"]       # it converges: the validation loss falls
-    users, user_vectors, items = vectors(model, tt)
-    full = np.zeros((data.n_users, items.shape[1]), np.float32)
-    full[users] = user_vectors
-    ndcg = evaluate(dot_product(full, items), data, ks=(20,))["ndcg", 20]
+    ndcg = evaluate(scorer(model, tt), data, ks=(20,))["ndcg", 20]
     assert ndcg > 1.3 * evaluate(popularity(data), data, ks=(20,))["ndcg", 20]
     again, _ = train_two_tower(tt, data, config)
-    assert np.array_equal(vectors(again, tt)[1], user_vectors)
+    assert np.array_equal(vectors(again, tt)[1], vectors(model, tt)[1])
 
 
 def test_walks_follow_edges_in_proportion_to_their_weights():

@@ -6,24 +6,27 @@ Assets: item_index, candidates. Checks: item_index_recall, candidates_merged_rec
 from dataclasses import dataclass
 
 import dagster as dg
+import faiss
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from kwai_assets.assets.common import check_result, config_from, materialized_metadata, to_dataclass
 from kwai_assets.core.ann import (
     HNSWParams,
     build_and_measure,
+    index_inputs,
     quality_problems,
     read_index,
     recall_against_exact,
-    sample_queries,
     write_index,
 )
 from kwai_assets.core.candidates import build_candidates, merged_recall_problems
 from kwai_assets.core.evaluation import EvalData
 from kwai_assets.core.knn import RECENT_ITEMS, recent_items, recent_query
 from kwai_assets.core.reid import index_sizes
-from kwai_assets.core.vectors import unit_rows, vector_matrix
+from kwai_assets.core.vectors import vector_matrix
+from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.resources import WarehouseResource
 
 
@@ -88,11 +91,9 @@ def item_index_recall(context: dg.AssetCheckExecutionContext, warehouse: Warehou
     problems, recalls = [], {}
     for name, channel in INDEXED.items():
         index = read_index(warehouse.get().file("item_index", f"{name}.faiss"))
-        items = vectors[channel.items]
-        ids, matrix = items["item_idx"].to_numpy(np.int64), np.stack(items["vector"].to_numpy()).astype(np.float32)
-        matrix = unit_rows(matrix) if channel.users is None else matrix
-        pool = matrix if channel.users is None else np.stack(vectors[channel.users]["vector"].to_numpy())
-        quality = recall_against_exact(index, ids, matrix, sample_queries(pool, config.queries, config.seed))
+        ids, matrix, queries = index_inputs(vectors[channel.items], _queries(channel, vectors),
+                                            channel.users is None, config.queries, config.seed)
+        quality = recall_against_exact(index, ids, matrix, queries)
         recalls[f"{name}_recall_at_10"] = quality.recall_at_10
         problems += quality_problems(name, quality, config.min_recall)
     return check_result(problems, "every index at or above "
@@ -102,6 +103,18 @@ def item_index_recall(context: dg.AssetCheckExecutionContext, warehouse: Warehou
 def _latest_config(context: dg.AssetCheckExecutionContext) -> dict[str, object]:
     meta = materialized_metadata(context, "item_index")
     return {k: meta[k] for k in IndexConfig.model_fields if k in meta}
+
+
+def channel_searches(warehouse: Warehouse, vectors: dict[str, pd.DataFrame], recent: sp.csr_matrix,
+                     sizes: dict[str, int]) -> dict[str, tuple[faiss.Index, np.ndarray]]:
+    """Per indexed channel, its stored index and every user's query: the user's vector (u2i), or the mean unit
+    vector of the user's recent items (i2i)."""
+    searches = {}
+    for name, channel in INDEXED.items():
+        queries = (vector_matrix(vectors[channel.users], "user_idx", sizes["user"]) if channel.users else
+                   recent_query(recent, vector_matrix(vectors[channel.items], "item_idx", sizes["item"])))
+        searches[name] = (read_index(warehouse.file("item_index", f"{name}.faiss")), queries)
+    return searches
 
 
 class CandidatesConfig(dg.Config):
@@ -124,14 +137,9 @@ def candidates(context: dg.AssetExecutionContext, config: CandidatesConfig, ware
     sizes = index_sizes(id_maps)
     data = EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"])
     recent = recent_items(splits, sizes["user"], sizes["item"], config.recent_items)
-    searches = {}
-    for name, channel in INDEXED.items():
-        index = read_index(warehouse.get().file("item_index", f"{name}.faiss"))
-        queries = (vector_matrix(vectors[channel.users], "user_idx", sizes["user"]) if channel.users else
-                   recent_query(recent, vector_matrix(vectors[channel.items], "item_idx", sizes["item"])))
-        searches[name] = (index, queries)
-    merged, recall = build_candidates(data, recent, item_positive_pairs, searches, config.per_channel, config.total,
-                                      config.rrf_k)
+    merged, recall = build_candidates(data, recent, item_positive_pairs,
+                                      channel_searches(warehouse.get(), vectors, recent, sizes),
+                                      config.per_channel, config.total, config.rrf_k)
     per_user = merged.groupby("user_idx").size()
     return dg.Output(merged, metadata={
         "test_recall": dg.MetadataValue.md(recall.to_markdown(index=False, floatfmt=".4f")),

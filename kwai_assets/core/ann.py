@@ -140,6 +140,17 @@ def read_index(path: str | Path) -> faiss.Index:
     return faiss.read_index(str(path))
 
 
+def index_inputs(items: pd.DataFrame, queries: pd.DataFrame | None, cosine: bool, n_queries: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item ids, the vectors an index holds: unit rows when `cosine`, the sampled queries that measure it:
+    `queries`' vectors, or the items' own when there are none)."""
+    ids, matrix = items["item_idx"].to_numpy(np.int64), np.stack(items["vector"].to_numpy()).astype(np.float32)
+    if cosine:
+        matrix = unit_rows(matrix)
+    pool = matrix if queries is None else np.stack(queries["vector"].to_numpy()).astype(np.float32)
+    return ids, matrix, sample_queries(pool, n_queries, seed)
+
+
 def build_and_measure(name: str, items: pd.DataFrame, queries: pd.DataFrame | None, params: HNSWParams,
                       n_queries: int = 1000, min_recall: float = 0.95,
                       cosine: bool = False) -> tuple[faiss.Index | None, IndexQuality | None, list[str]]:
@@ -148,13 +159,10 @@ def build_and_measure(name: str, items: pd.DataFrame, queries: pd.DataFrame | No
     problems = index_input_problems(name, items, queries)
     if problems:
         return None, None, problems
-    ids, matrix = items["item_idx"].to_numpy(np.int64), np.stack(items["vector"].to_numpy()).astype(np.float32)
-    if cosine:
-        matrix = unit_rows(matrix)
+    ids, matrix, sampled = index_inputs(items, queries, cosine, n_queries, params.seed)
     start = time.perf_counter()
     index = build_hnsw(ids, matrix, params)
     build_s = time.perf_counter() - start
-    pool = matrix if queries is None else np.stack(queries["vector"].to_numpy()).astype(np.float32)
-    quality = recall_against_exact(index, ids, matrix, sample_queries(pool, n_queries, params.seed), build_s=build_s)
+    quality = recall_against_exact(index, ids, matrix, sampled, build_s=build_s)
     problems = quality_problems(name, quality, min_recall)
     return (None if problems else index), quality, problems

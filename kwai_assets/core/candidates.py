@@ -163,21 +163,28 @@ def merged_recall_problems(table: pd.DataFrame, size: int) -> list[str]:
             for r in alone.itertuples() if r.recall > merged + 1e-12]
 
 
-def build_candidates(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataFrame,
-                     searches: dict[str, tuple[faiss.Index, np.ndarray]], per_channel: int,
-                     total: int, rrf_k: float = 60.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every channel (Swing i2i from the recent items, one ANN search per (index, queries), popularity as the
-    fallback), merged; and the recall table of each channel and of the merged set on `data`'s test split."""
-    if per_channel < 1 or total < 1:
-        raise ValueError(f"candidates need per_channel >= 1 and total >= 1, got {per_channel} and {total}")
+def recall_channels(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataFrame,
+                    searches: dict[str, tuple[faiss.Index, np.ndarray]], depth: int) -> dict[str, RankedFrame]:
+    """Every channel's list, `depth` deep: Swing i2i from the recent items, one ANN search per (index, queries),
+    popularity last (the fallback)."""
     sim = similarity_matrix(swing_pairs, data.n_items)
-    depth = max(per_channel, total)
     channels = {"swing": scored_channel(lambda users: (recent[users] @ sim).toarray(), data, depth)}
     for name, (index, queries) in searches.items():
         channels[name] = ann_channel(index, queries, data, depth)
     counts = np.asarray(data.train.sum(axis=0), dtype=np.float32).ravel()
     channels["popularity"] = scored_channel(lambda users: np.broadcast_to(counts, (len(users), len(counts))),
                                             data, depth)
+    return channels
+
+
+def build_candidates(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataFrame,
+                     searches: dict[str, tuple[faiss.Index, np.ndarray]], per_channel: int,
+                     total: int, rrf_k: float = 60.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every channel (`recall_channels`) merged; and the recall table of each channel and of the merged set on
+    `data`'s test split."""
+    if per_channel < 1 or total < 1:
+        raise ValueError(f"candidates need per_channel >= 1 and total >= 1, got {per_channel} and {total}")
+    channels = recall_channels(data, recent, swing_pairs, searches, max(per_channel, total))
     merged = merge_channels(channels, per_channel, total, rrf_k)
     return merged, recall_table(channels, merged, data, per_channel, total)
 

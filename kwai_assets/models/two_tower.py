@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kwai_assets.core.evaluation import EvalData, device, evaluate
+from kwai_assets.core.evaluation import EvalData, Scorer, device, evaluate
 from kwai_assets.core.vectors import dot_product
 from kwai_assets.models.early_stopping import EarlyStopping
 
@@ -231,47 +231,53 @@ def _loss(model: TwoTower, t: _Tensors, config: TwoTowerConfig, u: torch.Tensor,
     return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
 
 
+def _user_vectors(model: TwoTower, data: TwoTowerData, t: _Tensors) -> tuple[np.ndarray, torch.Tensor]:
+    """(users with train rows, the user tower over their last history_len train items), in eval mode."""
+    model.eval()
+    users, history = data.last_history(model.config.history_len)
+    dev, out = t.features.device, []
+    for s in range(0, len(users), 4096):
+        u = torch.from_numpy(users[s:s + 4096]).to(dev)
+        out.append(model.encode_users(u, t.attributes[u], torch.from_numpy(history[s:s + 4096]).to(dev)))
+    return users, torch.cat(out) if out else torch.zeros(0, model.config.dim, device=dev)
+
+
 @torch.no_grad()
 def _hard_pool(model: TwoTower, data: TwoTowerData, t: _Tensors, train_seen, config: TwoTowerConfig) -> torch.Tensor:
     """[n_users, hard_pool]: each user's current top items, train items excluded (0, a masked negative, where
     fewer remain)."""
-    model.eval()
-    users, history = data.last_history(config.history_len)
+    users, user_vectors = _user_vectors(model, data, t)
     size = min(config.hard_pool, data.n_items)
     pool = torch.zeros(data.n_users, size, dtype=torch.long, device=t.features.device)
     items = _all_items(model, t)
     for s in range(0, len(users), 1024):
-        u = torch.from_numpy(users[s:s + 1024]).to(items.device)
-        vec = model.encode_users(u, t.attributes[u], torch.from_numpy(history[s:s + 1024]).to(items.device))
-        scores = vec @ items.T
+        batch = users[s:s + 1024]
+        scores = user_vectors[s:s + 1024] @ items.T
         scores[:, 0] = -torch.inf
-        scores.masked_fill_(torch.from_numpy(train_seen[users[s:s + 1024]].toarray() > 0).to(items.device),
-                            -torch.inf)
+        scores.masked_fill_(torch.from_numpy(train_seen[batch].toarray() > 0).to(items.device), -torch.inf)
         top = torch.topk(scores, size, dim=1)
-        pool[u] = torch.where(torch.isfinite(top.values), top.indices, 0)
+        pool[torch.from_numpy(batch).to(items.device)] = torch.where(torch.isfinite(top.values), top.indices, 0)
     return pool
 
 
 @torch.no_grad()
 def vectors(model: TwoTower, data: TwoTowerData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users with train rows, their vectors [U, dim], every item's vector [n_items, dim]), float32."""
-    model.eval()
-    dev = next(model.parameters()).device
-    t = _Tensors(data, dev)
-    users, history = data.last_history(model.config.history_len)
-    out = []
-    for s in range(0, len(users), 4096):
-        u = torch.from_numpy(users[s:s + 4096]).to(dev)
-        out.append(model.encode_users(u, t.attributes[u], torch.from_numpy(history[s:s + 4096]).to(dev)))
-    user_vectors = torch.cat(out) if out else torch.zeros(0, model.config.dim, device=dev)
+    t = _Tensors(data, next(model.parameters()).device)
+    users, user_vectors = _user_vectors(model, data, t)
     return users, user_vectors.float().cpu().numpy(), _all_items(model, t).float().cpu().numpy()
 
 
-def _val_ndcg(model: TwoTower, data: TwoTowerData, val: EvalData) -> float:
+def scorer(model: TwoTower, data: TwoTowerData) -> Scorer:
+    """Scores of every user by dot product of the vectors of record (users without train rows score 0)."""
     users, user_vectors, items = vectors(model, data)
     full = np.zeros((data.n_users, items.shape[1]), np.float32)
     full[users] = user_vectors
-    return evaluate(dot_product(full, items), val, ks=(20,))["ndcg", 20]
+    return dot_product(full, items)
+
+
+def _val_ndcg(model: TwoTower, data: TwoTowerData, val: EvalData) -> float:
+    return evaluate(scorer(model, data), val, ks=(20,))["ndcg", 20]
 
 
 @torch.no_grad()
