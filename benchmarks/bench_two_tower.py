@@ -31,10 +31,8 @@ from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 def load(name: str, ml100k: str):
     tables = prepared(MovieLensSource(ml100k), k=1) if name == "ml-100k" else prepared(SyntheticSource(name))
-    sizes = tables.sizes
-    maps = tables.id_maps[tables.id_maps["entity"] == "user"].set_index("raw_id")["idx"]
-    data = TwoTowerData.from_frames(tables.splits, sizes["user"], sizes["item"], tables.users, maps)
-    return data, EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
+    data = TwoTowerData.from_frames(tables.splits, tables.id_maps, tables.users)
+    return data, EvalData.from_splits(tables.splits, tables.sizes["user"], tables.sizes["item"])
 
 
 def main() -> None:

@@ -29,8 +29,7 @@ def tiny():
 
 
 def _two_tower_data(tables) -> TwoTowerData:
-    users = tables.id_maps[tables.id_maps["entity"] == "user"].set_index("raw_id")["idx"]
-    return TwoTowerData.from_frames(tables.splits, tables.sizes["user"], tables.sizes["item"], tables.users, users)
+    return TwoTowerData.from_frames(tables.splits, tables.id_maps, tables.users)
 
 
 def test_two_tower_history_is_the_users_own_past_without_the_target(tiny):

@@ -165,9 +165,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerRunConfig
                     splits: pd.DataFrame, id_maps: pd.DataFrame, user_attributes: pd.DataFrame):
     """Two-tower recall model: in-batch softmax with log-Q correction, optional popularity and hard negatives
     (`models/two_tower.py`), early stopping on validation NDCG@20."""
-    sizes = index_sizes(id_maps)
-    user_index = id_maps[id_maps["entity"] == "user"].set_index("raw_id")["idx"]
-    data = two_tower.TwoTowerData.from_frames(splits, sizes["user"], sizes["item"], user_attributes, user_index)
+    data = two_tower.TwoTowerData.from_frames(splits, id_maps, user_attributes)
     with models.run(context, config.model_dump()) as run:
         model, history = two_tower.train_two_tower(data, _eval_data(splits, id_maps),
                                                    to_dataclass(config, two_tower.TwoTowerConfig), log=run.log_epoch)

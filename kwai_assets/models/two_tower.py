@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, Scorer, device, evaluate
+from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.vectors import dot_product
 from kwai_assets.models.early_stopping import EarlyStopping
 
@@ -88,9 +89,12 @@ class TwoTowerData:
     item_counts: np.ndarray      # [n_items] train interactions
 
     @classmethod
-    def from_frames(cls, splits: pd.DataFrame, n_users: int, n_items: int,
-                    users: pd.DataFrame | None = None, user_index: pd.Series | None = None) -> TwoTowerData:
-        """`users` is the user_attributes table, `user_index` maps its raw user_id to user_idx."""
+    def from_frames(cls, splits: pd.DataFrame, id_maps: pd.DataFrame,
+                    users: pd.DataFrame | None = None) -> TwoTowerData:
+        """From the `splits` and `id_maps` assets and, optionally, `user_attributes` (raw user_id keyed)."""
+        sizes = index_sizes(id_maps)
+        n_users, n_items = sizes["user"], sizes["item"]
+        user_index = id_maps[id_maps["entity"] == "user"].set_index("raw_id")["idx"]
         train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
         seq_users = train["user_idx"].to_numpy().astype(np.int64)
         first = np.r_[True, seq_users[1:] != seq_users[:-1]]
@@ -116,10 +120,9 @@ class TwoTowerData:
         return self.seq_users[last], self.history(last + 1, length, self.seq_start[last])
 
 
-def _user_attributes(users: pd.DataFrame | None, user_index: pd.Series | None,
-                     n_users: int) -> tuple[np.ndarray, list[int]]:
+def _user_attributes(users: pd.DataFrame | None, user_index: pd.Series, n_users: int) -> tuple[np.ndarray, list[int]]:
     """Every categorical (text) attribute as codes, 0 = unknown; numeric columns are left out."""
-    if users is None or user_index is None:
+    if users is None:
         return np.zeros((n_users, 0), np.int64), []
     columns = [c for c in users.columns if c not in USER_ATTRIBUTES_SKIPPED and not pd.api.types.is_numeric_dtype(
         users[c])]
