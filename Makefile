@@ -10,7 +10,7 @@ LOG        := $(KWAI_HOME)/logs
 DEMO_CONFIG ?= {"ops": {"adapter": {"config": {"epochs": 12}}}}
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
 
-.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models bench-recall bench-two-tower clean
+.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models bench-recall bench-two-tower bench-rank clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench-recall: install
 bench-two-tower: install
 	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
 	KWAI_ML100K=$(ML100K) $(BIN)/python benchmarks/bench_two_tower.py --test
+
+# The DIN ranker: scoring candidates/s for 10,000 users x 200 candidates, then the Dice / PReLU / ReLU x channel
+# features ablation on the homes of `make demo` and `make demo-movielens` (about 30 minutes; run those first).
+bench-rank: install
+	$(BIN)/python benchmarks/bench_rank.py
 
 bench-llm: install
 	$(BIN)/python benchmarks/bench_llm.py

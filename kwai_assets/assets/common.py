@@ -52,6 +52,14 @@ def materialized_metadata(context: dg.AssetCheckExecutionContext, asset: str) ->
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
+def latest_run_id(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, asset: str) -> str:
+    """The model-store run of `asset`'s stored version: its latest materialization's metadata says which."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or "mlflow_run_id" not in event.asset_materialization.metadata:
+        raise dg.Failure(f"{asset} has no materialization with a model-store run; materialize {asset} first")
+    return str(event.asset_materialization.metadata["mlflow_run_id"].value)
+
+
 def check_result(problems: list[str], ok: str, **metadata: object) -> dg.AssetCheckResult:
     """A check's result from its pure function's problems: passed when there are none."""
     return dg.AssetCheckResult(passed=not problems, description="; ".join(problems[:5]) or ok,

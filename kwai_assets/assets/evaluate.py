@@ -10,7 +10,15 @@ import pandas as pd
 
 from kwai_assets.core.baselines import popularity
 from kwai_assets.core.candidates import candidate_recall
-from kwai_assets.core.evaluation import KS, EvalData, Recommender, evaluate_all, markdown_table, top_k_items
+from kwai_assets.core.evaluation import (
+    KS,
+    EvalData,
+    Recommender,
+    evaluate_all,
+    markdown_table,
+    ranked_lists,
+    top_k_items,
+)
 from kwai_assets.core.knn import item_knn, recent_item_knn
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.vectors import vector_recommender
@@ -23,6 +31,8 @@ RECOMMENDERS: list[Recommender] = [
     vector_recommender("interest_model", "user_vectors", "interest_item_vectors"),
     vector_recommender("two_tower", "two_tower_user_embeddings", "two_tower_item_embeddings"),
     Recommender("item2vec_recent_knn", recent_item_knn, ("item2vec", "splits")),
+    # the ranking stage: the candidates reranked by DIN, the rest after them by popularity
+    Recommender("din_ranker", lambda data, recommendations: ranked_lists(data, recommendations), ("recommendations",)),
     # the adapter ablation: CF alone, CF aligned with the LLM embeddings, the LLM side alone
     vector_recommender("cf", "cf_user_embeddings", "cf_item_embeddings"),
     vector_recommender("cf_llm_aligned", "aligned_user_embeddings", "aligned_item_embeddings"),

@@ -6,21 +6,28 @@ module's function, save the weights through the run, check the vectors before th
 yield the vectors with the run id in their metadata.
 
 Assets: interest_model, user_vectors, interest_item_vectors; cf_model, cf_user_embeddings, cf_item_embeddings;
-two_tower, two_tower_user_embeddings, two_tower_item_embeddings; adapter, adapted_user_embeddings,
+two_tower, two_tower_user_embeddings, two_tower_item_embeddings; ranker; adapter, adapted_user_embeddings,
 adapted_item_embeddings, aligned_user_embeddings, aligned_item_embeddings.
-Checks: `<vectors>_valid` for each vector asset, adapter_reconstruction.
+Checks: `<vectors>_valid` for each vector asset, ranker_training, adapter_reconstruction.
 """
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from kwai_assets.assets.common import check_result, config_from, guard, materialized_metadata, to_dataclass
+from kwai_assets.assets.common import (
+    check_result,
+    config_from,
+    guard,
+    latest_run_id,
+    materialized_metadata,
+    to_dataclass,
+)
 from kwai_assets.core.evaluation import EvalData, device
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import behaviour_sequences
 from kwai_assets.core.vectors import vector_problems
 from kwai_assets.models import adapter as adapter_model
-from kwai_assets.models import cf, interest, two_tower
+from kwai_assets.models import cf, din, interest, two_tower
 from kwai_assets.resources import ModelStoreResource
 
 InterestRunConfig = config_from(interest.InterestConfig, long_len=(int, 100, "behaviours in the long tower"),
@@ -28,6 +35,7 @@ InterestRunConfig = config_from(interest.InterestConfig, long_len=(int, 100, "be
 CFRunConfig = config_from(cf.CFConfig)
 AdapterRunConfig = config_from(adapter_model.AdapterConfig)
 TwoTowerRunConfig = config_from(two_tower.TwoTowerConfig)
+RankerRunConfig = config_from(din.DINConfig)
 
 
 def _vectors(key: str, matrix: np.ndarray, index: np.ndarray) -> pd.DataFrame:
@@ -184,6 +192,46 @@ two_tower_user_embeddings_valid = _vectors_check("two_tower_user_embeddings", "u
 two_tower_item_embeddings_valid = _vectors_check("two_tower_item_embeddings", "item_idx")
 
 
+@dg.asset(group_name="models", pool="gpu", kinds={"pytorch", "mlflow"})
+def ranker(context: dg.AssetExecutionContext, config: RankerRunConfig, models: ModelStoreResource,
+           training_candidates: pd.DataFrame, splits: pd.DataFrame, id_maps: pd.DataFrame,
+           user_attributes: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """Per-epoch history (loss, gradient norm, and on the holdout users AUC, GAUC, log-loss, NDCG@20) of the DIN
+    ranker, trained on training_candidates labelled by the val split (`models/din.py`); weights in the model store
+    under the run id in the metadata, next to the same metrics of the candidates' own order."""
+    settings = to_dataclass(config, din.DINConfig)
+    catalog = din.Catalog.from_frames(splits, id_maps, user_attributes)
+    try:
+        data = din.RankingData.build(catalog, training_candidates, splits, ("train",), "val", settings.history_len)
+    except ValueError as err:
+        raise dg.Failure(f"ranker cannot read training_candidates: {err}") from err
+    params = config.model_dump()
+    with models.run(context, {**params, "channels": ",".join(data.channels), "rows": len(data.users)}) as run:
+        model, history, baseline = din.train_din(data, catalog, settings, log=run.log_epoch)
+        run.log_metrics({f"candidates_order_{k}": v for k, v in baseline.items()})
+        run.save("ranker", model)
+    table = pd.DataFrame(history)
+    best = table.loc[table["val_ndcg_at_20"].idxmax()] if len(table) else {}
+    curve = table[["epoch", "loss", "grad_norm", "val_auc", "val_gauc", "val_logloss", "val_ndcg_at_20"]]
+    return dg.Output(table, metadata={
+        **_history_metadata(history, run.run_id, params), "channels": ",".join(data.channels),
+        "training_rows": len(data.users), "positives": int(data.labels.sum()),
+        "loss_curve": dg.MetadataValue.md(curve.to_markdown(index=False, floatfmt=".4f")),
+        **{f"best_val_{k}": float(best[f"val_{k}"]) for k in ("auc", "gauc", "logloss")},
+        **{f"candidates_order_val_{k}": float(v) for k, v in baseline.items()},
+        "samples_per_s": float(table["samples_per_s"].mean()) if len(table) else 0.0})
+
+
+@dg.asset_check(asset="ranker", name="ranker_training", blocking=True,
+                description="Every epoch's loss and gradient norm finite, and the loss fell from the first epoch "
+                            "by the best one (the notebook's DIN diverged).")
+def ranker_training(history: pd.DataFrame) -> dg.AssetCheckResult:
+    records = history.to_dict("records")
+    return check_result(din.training_problems(records), f"{len(records)} epochs, loss "
+                        f"{records[0]['loss']:.4f} -> {records[-1]['loss']:.4f}" if records else "",
+                        epochs=len(records))
+
+
 @dg.multi_asset(
     group_name="models", pool="gpu",
     ins={"cf_model": dg.AssetIn()},
@@ -209,7 +257,7 @@ def adapter(context: dg.AssetExecutionContext, config: AdapterRunConfig, models:
     sizes = index_sizes(id_maps)
     inputs = adapter_model.AdapterInputs.from_frames(sizes["user"], sizes["item"], user_llm_embeddings,
                                                      item_llm_embeddings, user_positive_pairs, item_positive_pairs)
-    base_run = _latest_run_id(context, "cf_model")
+    base_run = latest_run_id(context, "cf_model")
     base = models.load(base_run, "cf_model")
     params = {**config.model_dump(), "base_run_id": base_run, "llm_dim": inputs.user_llm.shape[1],
               "llm_encoder": _encoders(user_llm_embeddings, item_llm_embeddings)}
@@ -235,14 +283,6 @@ def _encoders(*frames: pd.DataFrame) -> str:
     names = sorted({str(e) for f in frames for e in (f["encoder"].unique() if "encoder" in f.columns
                                                       else ["unrecorded"])})
     return " | ".join(names)
-
-
-def _latest_run_id(context: dg.AssetExecutionContext, asset: str) -> str:
-    """The model-store run of `asset`'s stored version: its latest materialization's metadata says which."""
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
-    if event is None or "mlflow_run_id" not in event.asset_materialization.metadata:
-        raise dg.Failure(f"{asset} has no materialization with a model-store run; materialize {asset} first")
-    return str(event.asset_materialization.metadata["mlflow_run_id"].value)
 
 
 @dg.asset_check(asset="adapter", name="adapter_reconstruction", blocking=True,

@@ -1,6 +1,6 @@
 """[recall] The ANN indexes over the item vectors, and each user's candidate set from every recall channel.
 
-Assets: item_index, candidates. Checks: item_index_recall, candidates_merged_recall.
+Assets: item_index, candidates, training_candidates. Checks: item_index_recall, candidates_merged_recall.
 """
 
 from dataclasses import dataclass
@@ -124,29 +124,43 @@ class CandidatesConfig(dg.Config):
     recent_items: int = RECENT_ITEMS  # the user's last train items the i2i channels (Swing, item2vec) start from
 
 
-@dg.asset(group_name="recall", kinds={"faiss", "parquet"},
-          ins={"item_index": dg.AssetIn(), "item_positive_pairs": dg.AssetIn(), "splits": dg.AssetIn(),
-               "id_maps": dg.AssetIn(), **{name: dg.AssetIn() for name in VECTOR_ASSETS}},
-          description="Per user, the recall channels' items not seen in train or val (Swing and item2vec i2i from "
-                      "the recent items, two-tower, interest-model and CF u2i through item_index) fused by "
-                      "reciprocal rank, popularity filling what is left: score, channels, n_channels, best_rank "
-                      "and each channel's rank per row.")
+def _recall_metadata(merged: pd.DataFrame, recall: pd.DataFrame, split: str, config: CandidatesConfig) -> dict:
+    per_user = merged.groupby("user_idx").size()
+    return {f"{split}_recall": dg.MetadataValue.md(recall.to_markdown(index=False, floatfmt=".4f")),
+            "merged_recall": float(recall.loc[recall["source"] == "merged", "recall"].iloc[0]),
+            "users": len(per_user), "mean_per_user": float(per_user.mean()) if len(per_user) else 0.0,
+            **{f"{r.source}_recall_at_{r.size}": float(r.recall) for r in recall.itertuples()},
+            **config.model_dump()}
+
+
+@dg.multi_asset(
+    name="candidates", group_name="recall",
+    ins={"item_index": dg.AssetIn(), "item_positive_pairs": dg.AssetIn(), "splits": dg.AssetIn(),
+         "id_maps": dg.AssetIn(), **{name: dg.AssetIn() for name in VECTOR_ASSETS}},
+    outs={
+        "candidates": dg.AssetOut(kinds={"faiss", "parquet"}, description=(
+            "Per user, the recall channels' items not seen in train or val (Swing and item2vec i2i from the recent "
+            "items, two-tower, interest-model and CF u2i through item_index) fused by reciprocal rank, popularity "
+            "filling what is left: score, channels, n_channels, best_rank and each channel's rank per row. What "
+            "the test split and the online store rank; the metadata's recall is on test.")),
+        "training_candidates": dg.AssetOut(kinds={"parquet"}, description=(
+            "The same channels' candidates one period earlier: only train items excluded, so the user's val items "
+            "are among them where a channel found them; where the ranker learns. The metadata's recall is on val.")),
+    },
+)
 def candidates(context: dg.AssetExecutionContext, config: CandidatesConfig, warehouse: WarehouseResource,
                item_index: pd.DataFrame, item_positive_pairs: pd.DataFrame, splits: pd.DataFrame,
-               id_maps: pd.DataFrame, **vectors: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+               id_maps: pd.DataFrame, **vectors: pd.DataFrame):
     sizes = index_sizes(id_maps)
     data = EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"])
     recent = recent_items(splits, sizes["user"], sizes["item"], config.recent_items)
-    merged, recall = build_candidates(data, recent, item_positive_pairs,
-                                      channel_searches(warehouse.get(), vectors, recent, sizes),
-                                      config.per_channel, config.total, config.rrf_k)
-    per_user = merged.groupby("user_idx").size()
-    return dg.Output(merged, metadata={
-        "test_recall": dg.MetadataValue.md(recall.to_markdown(index=False, floatfmt=".4f")),
-        "merged_recall": float(recall.loc[recall["source"] == "merged", "recall"].iloc[0]),
-        "users": len(per_user), "mean_per_user": float(per_user.mean()) if len(per_user) else 0.0,
-        **{f"{r.source}_recall_at_{r.size}": float(r.recall) for r in recall.itertuples()},
-        **config.model_dump()})
+    sets = build_candidates(data, recent, item_positive_pairs,
+                            channel_searches(warehouse.get(), vectors, recent, sizes),
+                            config.per_channel, config.total, config.rrf_k)
+    yield dg.Output(sets.serving, output_name="candidates",
+                    metadata=_recall_metadata(sets.serving, sets.serving_recall, "test", config))
+    yield dg.Output(sets.training, output_name="training_candidates",
+                    metadata=_recall_metadata(sets.training, sets.training_recall, "val", config))
 
 
 @dg.asset_check(asset="candidates", name="candidates_merged_recall",

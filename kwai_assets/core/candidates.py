@@ -22,6 +22,7 @@ by best rank (figures in docs/models.md).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -177,16 +178,41 @@ def recall_channels(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataF
     return channels
 
 
+@dataclass(frozen=True)
+class CandidateSets:
+    """The same channels' candidates at two moments: `serving` excludes train and val (what the test split and the
+    online store rank), `training` excludes train only (what the channels proposed for the val period, where the
+    ranker learns); each with its recall table (on test, and on val)."""
+    serving: pd.DataFrame
+    serving_recall: pd.DataFrame
+    training: pd.DataFrame
+    training_recall: pd.DataFrame
+
+
+def without(ranked: RankedFrame, items: sp.csr_matrix, n: int) -> RankedFrame:
+    """A channel's lists with each user's `items` removed, ranks renumbered, the first n kept."""
+    keep = np.asarray(items[ranked["user_idx"].to_numpy(), ranked["item_idx"].to_numpy()]).ravel() == 0
+    out = ranked[keep].copy()
+    out["rank"] = out.groupby("user_idx", sort=False).cumcount().to_numpy() + 1
+    return out[out["rank"] <= n].reset_index(drop=True)
+
+
 def build_candidates(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.DataFrame,
                      searches: dict[str, tuple[faiss.Index, np.ndarray]], per_channel: int,
-                     total: int, rrf_k: float = 60.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every channel (`recall_channels`) merged; and the recall table of each channel and of the merged set on
-    `data`'s test split."""
+                     total: int, rrf_k: float = 60.0) -> CandidateSets:
+    """Every channel (`recall_channels`) run once with only train excluded, deep enough that removing each user's
+    val items still leaves the depth; merged for both moments (`CandidateSets`)."""
     if per_channel < 1 or total < 1:
         raise ValueError(f"candidates need per_channel >= 1 and total >= 1, got {per_channel} and {total}")
-    channels = recall_channels(data, recent, swing_pairs, searches, max(per_channel, total))
-    merged = merge_channels(channels, per_channel, total, rrf_k)
-    return merged, recall_table(channels, merged, data, per_channel, total)
+    depth = max(per_channel, total)
+    val_view = data.validation()
+    early = recall_channels(val_view, recent, swing_pairs, searches, depth + int(data.val.getnnz(axis=1).max()))
+    late = {name: without(ranked, data.val, depth) for name, ranked in early.items()}
+    early = {name: ranked[ranked["rank"] <= depth] for name, ranked in early.items()}
+    serving, training = merge_channels(late, per_channel, total, rrf_k), merge_channels(early, per_channel, total,
+                                                                                       rrf_k)
+    return CandidateSets(serving, recall_table(late, serving, data, per_channel, total),
+                         training, recall_table(early, training, val_view, per_channel, total))
 
 
 def candidate_recall(merged: pd.DataFrame, data: EvalData) -> pd.DataFrame:

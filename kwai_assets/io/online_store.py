@@ -4,7 +4,8 @@ Layout (``prefix`` defaults to ``kwai``):
 
     {prefix}:current                    the live version number
     {prefix}:v{n}:{kind}:{raw_id}       float32 little-endian bytes, dim x 4 bytes (kind: user | item)
-    {prefix}:v{n}:meta                  hash: dim, users, items, started_at
+    {prefix}:v{n}:rec:{raw_user_id}     JSON [[raw_item_id, score], ...], best first
+    {prefix}:v{n}:meta                  hash: dim, users, items, recommendations, started_at
 
 An export writes a whole new version with pipelined SETs, then moves
 ``{prefix}:current`` to it in one command, then deletes versions older than the
@@ -14,6 +15,7 @@ script, so a read sees one version, old or new, never a mix.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,6 +56,9 @@ class ExportReport:
     items: int
     seconds: float
     removed_versions: list[int]
+    recommendations: int = 0
+
+Recommendations = dict[str, list[tuple[str, float]]]     # raw user id -> [(raw item id, score)], best first
 
 
 class OnlineStore:
@@ -88,8 +93,14 @@ class OnlineStore:
                        for i, raw in enumerate(ids[start:start + self.batch])})
             pipe.execute()
 
+    def _write_lists(self, version: int, lists: Recommendations) -> None:
+        users = list(lists)
+        for start in range(0, len(users), self.batch):
+            self.client.mset({f"{self.prefix}:v{version}:rec:{user}": json.dumps(lists[user])
+                              for user in users[start:start + self.batch]})
+
     def export(self, user_ids: list[str], user_vectors: np.ndarray, item_ids: list[str] | None = None,
-               item_vectors: np.ndarray | None = None) -> ExportReport:
+               item_vectors: np.ndarray | None = None, recommendations: Recommendations | None = None) -> ExportReport:
         """Write a new version, switch to it atomically, drop versions older than the previous one."""
         start = time.perf_counter()
         if len(user_ids) != len(user_vectors):
@@ -98,14 +109,17 @@ class OnlineStore:
         # meta first: a version an export started is always found by the clean-up, even after a crash
         self.client.hset(f"{self.prefix}:v{version}:meta", mapping={
             "dim": int(user_vectors.shape[1]), "users": len(user_ids), "items": len(item_ids or []),
-            "started_at": time.time()})
+            "recommendations": len(recommendations or {}), "started_at": time.time()})
         self._write(version, "user", user_ids, user_vectors)
         if item_ids is not None and item_vectors is not None:
             self._write(version, "item", item_ids, item_vectors)
+        if recommendations:
+            self._write_lists(version, recommendations)
         previous = self.current()
         self.client.set(f"{self.prefix}:current", version)
         removed = self._remove_older_than(previous if previous is not None else version)
-        return ExportReport(version, len(user_ids), len(item_ids or []), time.perf_counter() - start, removed)
+        return ExportReport(version, len(user_ids), len(item_ids or []), time.perf_counter() - start, removed,
+                            len(recommendations or {}))
 
     def _remove_older_than(self, keep_from: int) -> list[int]:
         removed = set()
@@ -131,6 +145,21 @@ class OnlineStore:
     def get_user_vector(self, raw_id: str) -> np.ndarray | None:
         return self.get_vectors("user", [raw_id])[1][0]
 
+    def get_lists(self, raw_user_ids: list[str]) -> tuple[int | None, list[list[tuple[str, float]] | None]]:
+        """(version, each user's whole recommendation list or None), all from one version."""
+        out = self._read(keys=[f"{self.prefix}:current", f"{self.prefix}:v"], args=[f"rec:{r}" for r in raw_user_ids])
+        if not out or out[0] is None:
+            return None, [None] * len(raw_user_ids)
+        lists = [[(str(item), float(score)) for item, score in json.loads(v)] if v is not None else None
+                 for v in out[1:]]
+        return int(out[0]), lists + [None] * (len(raw_user_ids) - len(lists))
+
+    def get_recommendations(self, raw_user_id: str, k: int = 50) -> list[tuple[str, float]]:
+        """The user's top k (raw item id, score) of the live version, best first; [] for an unknown user."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return (self.get_lists([raw_user_id])[1][0] or [])[:k]
+
 
 def round_trip_problems(version: int | None, got: list[np.ndarray | None], expected: list[np.ndarray]) -> list[str]:
     """What a read-back of the live version got wrong: no live version, missing ids, or bits that differ."""
@@ -141,3 +170,15 @@ def round_trip_problems(version: int | None, got: list[np.ndarray | None], expec
                 for g, e in zip(got, expected, strict=True))
     return ([f"{missing} of {len(got)} ids missing from version {version}"] if missing else []) + \
         ([f"{wrong} of {len(got)} vectors differ from the Parquet in version {version}"] if wrong else [])
+
+
+def lists_problems(version: int | None, got: list[list[tuple[str, float]] | None],
+                   expected: list[list[tuple[str, float]]]) -> list[str]:
+    """What a read-back of recommendation lists got wrong: no live version, missing users, or lists that differ."""
+    if version is None:
+        return ["no live version in Redis"]
+    missing = sum(g is None for g in got)
+    wrong = sum(g is not None and g != e for g, e in zip(got, expected, strict=True))
+    return ([f"{missing} of {len(got)} users' recommendations missing from version {version}"] if missing else []) + \
+        ([f"{wrong} of {len(got)} users' recommendations differ from the Parquet in version {version}"]
+         if wrong else [])

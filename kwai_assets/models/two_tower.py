@@ -40,9 +40,7 @@ from kwai_assets.core.evaluation import EvalData, Scorer, device, evaluate
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.vectors import dot_product
 from kwai_assets.models.early_stopping import EarlyStopping
-
-GRID_DEGREES = 0.05          # the location cell of an item's POI (about 5 km)
-USER_ATTRIBUTES_SKIPPED = ("user_id", "n_interactions", "has_attributes")
+from kwai_assets.models.features import item_feature_codes, user_attribute_codes
 
 
 @dataclass(frozen=True)
@@ -99,8 +97,8 @@ class TwoTowerData:
         seq_users = train["user_idx"].to_numpy().astype(np.int64)
         first = np.r_[True, seq_users[1:] != seq_users[:-1]]
         seq_start = np.maximum.accumulate(np.where(first, np.arange(len(seq_users)), 0))
-        attrs, sizes = _user_attributes(users, user_index, n_users)
-        features, feature_sizes = _item_features(splits, n_items)
+        attrs, sizes = user_attribute_codes(users, user_index, n_users)
+        features, feature_sizes = item_feature_codes(splits, n_items)
         return cls(n_users=n_users, n_items=n_items, seq_items=train["item_idx"].to_numpy().astype(np.int64),
                    seq_users=seq_users, seq_start=seq_start, user_attributes=attrs, attribute_sizes=sizes,
                    item_features=features, feature_sizes=feature_sizes,
@@ -118,39 +116,6 @@ class TwoTowerData:
             return np.zeros(0, np.int64), np.zeros((0, length), np.int64)
         last = np.r_[np.flatnonzero(self.seq_users[1:] != self.seq_users[:-1]), len(self.seq_users) - 1]
         return self.seq_users[last], self.history(last + 1, length, self.seq_start[last])
-
-
-def _user_attributes(users: pd.DataFrame | None, user_index: pd.Series, n_users: int) -> tuple[np.ndarray, list[int]]:
-    """Every categorical (text) attribute as codes, 0 = unknown; numeric columns are left out."""
-    if users is None:
-        return np.zeros((n_users, 0), np.int64), []
-    columns = [c for c in users.columns if c not in USER_ATTRIBUTES_SKIPPED and not pd.api.types.is_numeric_dtype(
-        users[c])]
-    rows = user_index.reindex(users["user_id"].astype(str)).to_numpy()
-    keep = ~pd.isna(rows)
-    out, sizes = np.zeros((n_users, len(columns)), np.int64), []
-    for k, column in enumerate(columns):
-        codes, uniques = pd.factorize(users[column].astype(str), sort=True)
-        out[rows[keep].astype(np.int64), k] = codes[keep] + 1
-        sizes.append(len(uniques) + 1)
-    return out, sizes
-
-
-def _item_features(splits: pd.DataFrame, n_items: int) -> tuple[np.ndarray, list[int]]:
-    """Category, POI and location cell of every item (any split may inform an attribute: no interaction does)."""
-    first = splits.drop_duplicates("item_idx")
-    out = np.zeros((n_items, 3), np.int64)
-    idx = first["item_idx"].to_numpy()
-    for k, column in enumerate(("category_idx", "poi_idx")):
-        if column in first.columns:
-            out[idx, k] = first[column].fillna(0).to_numpy().astype(np.int64)
-    if {"lat", "lon"} <= set(first.columns):
-        located = first[["lat", "lon"]].notna().all(axis=1).to_numpy()
-        cells = np.floor(first[["lat", "lon"]].to_numpy()[located] / GRID_DEGREES).astype(np.int64)
-        if len(cells):
-            _, code = np.unique(cells, axis=0, return_inverse=True)
-            out[idx[located], 2] = code.ravel() + 1
-    return out, [int(out[:, k].max()) + 1 for k in range(3)]
 
 
 class TwoTower(nn.Module):
