@@ -9,11 +9,15 @@
    and test NDCG@20 of the reranked `candidates` under the evaluation's protocol (read once per configuration),
    next to the candidates' own order and the stored evaluation's best single recall model.
 
-Usage: python benchmarks/bench_rank.py [--homes .kwai .kwai-ml100k] [--skip-ablation]
+3. `--val-only '{"negatives": 20}' ...`: DINConfig overrides compared on the holdout alone (how the defaults
+   were chosen; test is not read).
+
+Usage: python benchmarks/bench_rank.py [--homes .kwai .kwai-ml100k] [--skip-ablation] [--val-only JSON ...]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,7 +64,8 @@ def throughput(users: int = 10_000, per_user: int = 200, items: int = 20_000) ->
     return [[f"{users:,} users x {per_user} candidates", where, round(seconds, 1), int(n / seconds)]]
 
 
-def ablation(home: str) -> list[list[object]]:
+def periods(home: str) -> tuple[EvalData, din.Catalog, din.RankingData, din.RankingData]:
+    """The home's test data, catalogue, training period (training_candidates) and serving period (candidates)."""
     wh = Warehouse(home)
     splits, id_maps = wh.read("splits"), wh.read("id_maps")
     sizes = index_sizes(id_maps)
@@ -70,17 +75,38 @@ def ablation(home: str) -> list[list[object]]:
     train = din.RankingData.build(catalog, wh.read("training_candidates"), splits, ("train",), "val", history_len)
     serve = din.RankingData.build(catalog, wh.read("candidates"), splits, ("train", "val"), None, history_len,
                                   train.channels)
-    stored = wh.read("evaluation")
+    return data, catalog, train, serve
+
+
+def validation_only(home: str, overrides: list[dict]) -> list[list[object]]:
+    _, catalog, train, _ = periods(home)
+    rows = []
+    for change in overrides:
+        start = time.perf_counter()
+        _, history, order = din.train_din(train, catalog, din.DINConfig(**change))
+        best = max(history, key=lambda h: h["val_ndcg_at_20"])
+        rows.append([home, json.dumps(change), round(best["val_auc"], 4), round(best["val_gauc"], 4),
+                     round(best["val_ndcg_at_20"], 4), f"{best['epoch']} of {len(history)}",
+                     round(time.perf_counter() - start)])
+        print(rows[-1], flush=True)
+    rows.append([home, "the candidates' own order", round(order["auc"], 4), round(order["gauc"], 4),
+                 round(order["ndcg_at_20"], 4), "", ""])
+    return rows
+
+
+def ablation(home: str) -> list[list[object]]:
+    data, catalog, train, serve = periods(home)
+    stored = Warehouse(home).read("evaluation")
     ndcg = stored[(stored["metric"] == "ndcg") & (stored["k"] == 20)].set_index("model")["value"]
     best_single = ndcg.reindex(list(RECALL_MODELS)).idxmax()
     rows = [[home, f"best single recall model ({best_single})", "", "", "", "", "", round(ndcg[best_single], 4)]]
     order = serve_order(serve)
     _, holdout = din.split_users(train, din.DINConfig().holdout, din.DINConfig().seed)
     val_rows = train.rows_of(holdout)
-    base = din.ranking_metrics(train.users[val_rows], train.items[val_rows], -train.order[val_rows].astype(float),
+    base = din.ranking_metrics(train.users[val_rows], train.order[val_rows], -train.order[val_rows].astype(float),
                                train.labels[val_rows], train.relevant)
     rows.append([home, "candidates' own order (RRF)", round(base["auc"], 4), round(base["gauc"], 4),
-                 round(base["ndcg_at_20"], 4), "", "", round(test_ndcg(data, order), 4)])
+                 round(base["ndcg_at_20"], 4), "", "", round(split_ndcg(data, order), 4)])
     for activation in din.ACTIVATIONS:
         for channels in (True, False):
             config = din.DINConfig(activation=activation, channel_features=channels)
@@ -92,7 +118,7 @@ def ablation(home: str) -> list[list[object]]:
             rows.append([home, f"DIN {activation}" + ("" if channels else ", no channel features"),
                          round(best["val_auc"], 4), round(best["val_gauc"], 4), round(best["val_ndcg_at_20"], 4),
                          int(np.mean([h["samples_per_s"] for h in history])),
-                         f"{len(history)} / {round(seconds)} s", round(test_ndcg(data, top), 4)])
+                         f"{len(history)} / {round(seconds)} s", round(split_ndcg(data, top), 4)])
             print(rows[-1], flush=True)
     return rows
 
@@ -103,7 +129,7 @@ def serve_order(serve: din.RankingData) -> pd.DataFrame:
     return frame[frame["rank"] <= 50]
 
 
-def test_ndcg(data: EvalData, lists: pd.DataFrame) -> float:
+def split_ndcg(data: EvalData, lists: pd.DataFrame) -> float:
     return evaluate(ranked_lists(data, lists), data, ks=(20,))["ndcg", 20]
 
 
@@ -111,7 +137,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--homes", nargs="*", default=[".kwai", ".kwai-ml100k"])
     parser.add_argument("--skip-ablation", action="store_true")
+    parser.add_argument("--val-only", nargs="*", type=json.loads, help="DINConfig overrides, compared on validation")
     args = parser.parse_args()
+    if args.val_only:
+        rows = [row for home in args.homes for row in validation_only(home, args.val_only)]
+        print("\n## DIN settings on validation (the holdout users' val items)\n")
+        print(table(["home", "DINConfig changes", "val AUC", "val GAUC", "val NDCG@20", "best epoch", "seconds"],
+                    rows))
+        return
     print("\n## DIN scoring throughput\n")
     print(table(["batch", "device", "seconds", "candidates/s"], throughput()))
     if args.skip_ablation:

@@ -35,7 +35,8 @@ def test_evaluation_table_in_warehouse_metadata_and_mlflow(built, warehouse):
     settings, result = built
     table = warehouse.read("evaluation")
     assert set(table["model"]) == {"popularity", "swing_item_knn", "interest_model", "two_tower",
-                                   "item2vec_recent_knn", "din_ranker", "cf", "cf_llm_aligned", "llm_adapted", "llm_cosine"}
+                                   "item2vec_recent_knn", "din_ranker", "cf", "cf_llm_aligned", "llm_adapted",
+                                   "llm_cosine"}
     assert set(table["k"]) == {10, 20, 50} and set(table["metric"]) == {"recall", "ndcg", "hr", "mrr"}
     assert table["value"].between(0, 1).all()
     meta = result.asset_materializations_for_node("evaluation")[0].metadata

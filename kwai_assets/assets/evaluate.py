@@ -32,7 +32,7 @@ RECOMMENDERS: list[Recommender] = [
     vector_recommender("two_tower", "two_tower_user_embeddings", "two_tower_item_embeddings"),
     Recommender("item2vec_recent_knn", recent_item_knn, ("item2vec", "splits")),
     # the ranking stage: the candidates reranked by DIN, the rest after them by popularity
-    Recommender("din_ranker", lambda data, recommendations: ranked_lists(data, recommendations), ("recommendations",)),
+    Recommender("din_ranker", ranked_lists, ("recommendations",)),
     # the adapter ablation: CF alone, CF aligned with the LLM embeddings, the LLM side alone
     vector_recommender("cf", "cf_user_embeddings", "cf_item_embeddings"),
     vector_recommender("cf_llm_aligned", "aligned_user_embeddings", "aligned_item_embeddings"),

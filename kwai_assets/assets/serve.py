@@ -25,8 +25,7 @@ def _raw_ids(id_maps: pd.DataFrame, entity: str, idx: pd.Series) -> list[str]:
 
 def _seen(splits: pd.DataFrame, id_maps: pd.DataFrame):
     sizes = index_sizes(id_maps)
-    data = EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"])
-    return ((data.train + data.val) > 0).tocsr()
+    return EvalData.from_splits(splits, n_users=sizes["user"], n_items=sizes["item"]).seen
 
 
 class RecommendationsConfig(dg.Config):
@@ -42,6 +41,8 @@ def recommendations(context: dg.AssetExecutionContext, config: RecommendationsCo
     run_id = latest_run_id(context, "ranker")
     model = models.load(run_id, "ranker")
     catalog = din.Catalog.from_frames(splits, id_maps, user_attributes)
+    if problems := din.catalog_problems(model, catalog):
+        raise dg.Failure(f"recommendations: {'; '.join(problems)}")
     try:
         data = din.RankingData.build(catalog, candidates, splits, ("train", "val"), None, model.config.history_len,
                                      model.channels)

@@ -8,6 +8,12 @@ a query vector (u2i: the user's vector; i2i: the mean unit vector of the
 user's recent items). An ANN search fetches N + the most items any user of the
 batch has seen, so that N remain after the seen ones are removed.
 
+`build_candidates` runs every channel once with only train excluded, deep
+enough that each user's val items can be taken out again: the lists as they
+stood when the val period began (where the ranker learns: `training`) and the
+lists with val removed and ranks renumbered (what test and serving rank:
+`serving`), both merged the same way.
+
 The merge is reciprocal rank fusion (Cormack et al., SIGIR'09): an item's
 score is the sum over the channels that proposed it of 1 / (rrf_k + rank), so
 an item several channels agree on rises above one that a single channel
@@ -31,14 +37,10 @@ import scipy.sparse as sp
 import torch
 
 from kwai_assets.core.ann import search
-from kwai_assets.core.evaluation import EvalData
+from kwai_assets.core.evaluation import EvalData, entries
 from kwai_assets.core.knn import similarity_matrix
 
 RankedFrame = pd.DataFrame      # (user_idx, item_idx, rank), rank 1 = best
-
-
-def _seen(data: EvalData) -> sp.csr_matrix:
-    return ((data.train + data.val) > 0).tocsr()
 
 
 def _users(data: EvalData) -> np.ndarray:
@@ -57,7 +59,7 @@ def _ranked(users: np.ndarray, items: np.ndarray, valid: np.ndarray, n: int) -> 
 def scored_channel(score: Callable[[np.ndarray], np.ndarray], data: EvalData, n: int,
                    batch_size: int = 1024) -> RankedFrame:
     """Top n per user of dense scores [B, n_items] over the catalogue (items with score <= 0 are not proposed)."""
-    seen, frames = _seen(data), []
+    seen, frames = data.seen, []
     candidates = data.candidates.copy()
     candidates[0] = False
     users = _users(data)
@@ -74,7 +76,7 @@ def scored_channel(score: Callable[[np.ndarray], np.ndarray], data: EvalData, n:
 def ann_channel(index: faiss.Index, queries: np.ndarray, data: EvalData, n: int,
                 batch_size: int = 1024) -> RankedFrame:
     """Top n per user from an index search with `queries` [n_users, dim] (a zero query proposes nothing)."""
-    seen, frames = _seen(data), []
+    seen, frames = data.seen, []
     rankable = data.candidates.copy()
     rankable[0] = False
     users = _users(data)
@@ -129,7 +131,7 @@ def merge_channels(channels: dict[str, RankedFrame], per_channel: int, total: in
 def recall_of(candidates: pd.DataFrame, data: EvalData) -> tuple[float, int]:
     """Mean over evaluated users (those with a test item unseen in train and val) of the share of their test
     items in `candidates` (user_idx, item_idx); and how many users that is."""
-    seen = _seen(data)
+    seen = data.seen
     relevant = ((data.test > 0).astype(np.int8) - (data.test > 0).multiply(seen).astype(np.int8)).tocsr()
     relevant.eliminate_zeros()
     users = np.flatnonzero(relevant.getnnz(axis=1) > 0)
@@ -137,7 +139,7 @@ def recall_of(candidates: pd.DataFrame, data: EvalData) -> tuple[float, int]:
         return 0.0, 0
     if not len(candidates):
         return 0.0, len(users)
-    hit = np.asarray(relevant[candidates["user_idx"].to_numpy(), candidates["item_idx"].to_numpy()]).ravel() > 0
+    hit = entries(relevant, candidates["user_idx"].to_numpy(), candidates["item_idx"].to_numpy()) > 0
     hits = np.bincount(candidates["user_idx"].to_numpy()[hit], minlength=data.n_users)
     return float(np.mean(hits[users] / relevant.getnnz(axis=1)[users])), len(users)
 
@@ -191,7 +193,7 @@ class CandidateSets:
 
 def without(ranked: RankedFrame, items: sp.csr_matrix, n: int) -> RankedFrame:
     """A channel's lists with each user's `items` removed, ranks renumbered, the first n kept."""
-    keep = np.asarray(items[ranked["user_idx"].to_numpy(), ranked["item_idx"].to_numpy()]).ravel() == 0
+    keep = entries(items, ranked["user_idx"].to_numpy(), ranked["item_idx"].to_numpy()) == 0
     out = ranked[keep].copy()
     out["rank"] = out.groupby("user_idx", sort=False).cumcount().to_numpy() + 1
     return out[out["rank"] <= n].reset_index(drop=True)
@@ -205,14 +207,15 @@ def build_candidates(data: EvalData, recent: sp.csr_matrix, swing_pairs: pd.Data
     if per_channel < 1 or total < 1:
         raise ValueError(f"candidates need per_channel >= 1 and total >= 1, got {per_channel} and {total}")
     depth = max(per_channel, total)
-    val_view = data.validation()
-    early = recall_channels(val_view, recent, swing_pairs, searches, depth + int(data.val.getnnz(axis=1).max()))
+    # train excluded only, the same catalogue the evaluation ranks (every item of the data)
+    catalogue = EvalData(data.train, sp.csr_matrix(data.val.shape, dtype=np.float32), data.val + data.test)
+    early = recall_channels(catalogue, recent, swing_pairs, searches, depth + int(data.val.getnnz(axis=1).max()))
     late = {name: without(ranked, data.val, depth) for name, ranked in early.items()}
     early = {name: ranked[ranked["rank"] <= depth] for name, ranked in early.items()}
     serving, training = merge_channels(late, per_channel, total, rrf_k), merge_channels(early, per_channel, total,
                                                                                        rrf_k)
     return CandidateSets(serving, recall_table(late, serving, data, per_channel, total),
-                         training, recall_table(early, training, val_view, per_channel, total))
+                         training, recall_table(early, training, data.validation(), per_channel, total))
 
 
 def candidate_recall(merged: pd.DataFrame, data: EvalData) -> pd.DataFrame:

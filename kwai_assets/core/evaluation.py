@@ -42,6 +42,11 @@ class EvalData:
         return self.train.shape[1]
 
     @property
+    def seen(self) -> sp.csr_matrix:
+        """users x items: what each user saw in train or val (never ranked for them)."""
+        return ((self.train + self.val) > 0).tocsr()
+
+    @property
     def candidates(self) -> np.ndarray:
         """Items that occur in any split."""
         return np.asarray((self.train + self.val + self.test).sum(axis=0)).ravel() > 0
@@ -55,6 +60,13 @@ class EvalData:
         n_users = n_users or int(splits["user_idx"].max()) + 1
         n_items = n_items or int(splits["item_idx"].max()) + 1
         return cls(*(interaction_matrix(splits, name, n_users, n_items) for name in ("train", "val", "test")))
+
+
+def entries(matrix: sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """matrix[rows[k], cols[k]] for every k, as a flat array (also for no pairs at all)."""
+    if not len(rows):
+        return np.zeros(0, dtype=matrix.dtype)
+    return np.asarray(matrix[rows, cols]).ravel()
 
 
 def interaction_matrix(splits: pd.DataFrame, split: str, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -86,7 +98,7 @@ def top_k_items(scorer: Scorer, data: EvalData, k: int, batch_size: int = 1024) 
     """(user_idx, item_idx, rank) for every user with train rows: the scorer's top k, train and val items excluded,
     as the evaluation ranks them (fewer than k rows where fewer items remain)."""
     dev = device()
-    seen = ((data.train + data.val) > 0).tocsr()
+    seen = data.seen
     users = np.flatnonzero(data.train.getnnz(axis=1) > 0)
     not_candidate = torch.from_numpy(~data.candidates).to(dev)
     not_candidate[0] = True
@@ -106,7 +118,7 @@ def evaluate(scorer: Scorer, data: EvalData, ks: tuple[int, ...] = KS,
              batch_size: int = 1024) -> dict[tuple[str, int], float]:
     """(metric, k) -> mean over evaluated users. Also ('users', 0) -> how many were evaluated."""
     dev = device()
-    seen = ((data.train + data.val) > 0).tocsr()
+    seen = data.seen
     relevant = ((data.test > 0).astype(np.int8) - (data.test > 0).multiply(seen).astype(np.int8)).tocsr()
     relevant.eliminate_zeros()
     users = np.flatnonzero(relevant.getnnz(axis=1) > 0)
@@ -175,10 +187,11 @@ def markdown_table(results: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def ranked_lists(data: EvalData, ranked: pd.DataFrame) -> Scorer:
+def ranked_lists(data: EvalData, recommendations: pd.DataFrame) -> Scorer:
     """Stored ranked lists (user_idx, item_idx, rank) as a Scorer: every listed item above every other, in the
     list's order; the rest after them by train popularity (so the metrics at k up to the list length are the
     lists' own)."""
+    ranked = recommendations
     counts = np.asarray(data.train.sum(axis=0), dtype=np.float64).ravel()
     rest = torch.from_numpy((counts / (counts.max() + 1.0) if len(counts) else counts).astype(np.float32))
     depth = int(ranked["rank"].max()) if len(ranked) else 0

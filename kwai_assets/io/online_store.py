@@ -133,26 +133,25 @@ class OnlineStore:
                 self.client.unlink(*keys[start:start + self.batch])
         return sorted(removed)
 
+    def _values(self, keys: list[str]) -> tuple[int | None, list[bytes | None]]:
+        """(live version, the value of each `{prefix}:v{version}:{key}`, None where absent), in one Lua call."""
+        out = self._read(keys=[f"{self.prefix}:current", f"{self.prefix}:v"], args=keys)
+        if not out or out[0] is None:
+            return None, [None] * len(keys)
+        return int(out[0]), list(out[1:])        # a missing key is Lua false: nil here, its place kept
+
     def get_vectors(self, kind: str, raw_ids: list[str]) -> tuple[int | None, list[np.ndarray | None]]:
         """(version, vectors) of several ids, all from one version."""
-        out = self._read(keys=[f"{self.prefix}:current", f"{self.prefix}:v"], args=[f"{kind}:{r}" for r in raw_ids])
-        if not out or out[0] is None:
-            return None, [None] * len(raw_ids)
-        vectors = [np.frombuffer(v, dtype="<f4") if v is not None else None for v in out[1:]]
-        vectors += [None] * (len(raw_ids) - len(vectors))     # Lua drops trailing nils
-        return int(out[0]), vectors
+        version, values = self._values([f"{kind}:{r}" for r in raw_ids])
+        return version, [np.frombuffer(v, dtype="<f4") if v is not None else None for v in values]
 
     def get_user_vector(self, raw_id: str) -> np.ndarray | None:
         return self.get_vectors("user", [raw_id])[1][0]
 
     def get_lists(self, raw_user_ids: list[str]) -> tuple[int | None, list[list[tuple[str, float]] | None]]:
         """(version, each user's whole recommendation list or None), all from one version."""
-        out = self._read(keys=[f"{self.prefix}:current", f"{self.prefix}:v"], args=[f"rec:{r}" for r in raw_user_ids])
-        if not out or out[0] is None:
-            return None, [None] * len(raw_user_ids)
-        lists = [[(str(item), float(score)) for item, score in json.loads(v)] if v is not None else None
-                 for v in out[1:]]
-        return int(out[0]), lists + [None] * (len(raw_user_ids) - len(lists))
+        version, values = self._values([f"rec:{r}" for r in raw_user_ids])
+        return version, [[(str(i), float(s)) for i, s in json.loads(v)] if v is not None else None for v in values]
 
     def get_recommendations(self, raw_user_id: str, k: int = 50) -> list[tuple[str, float]]:
         """The user's top k (raw item id, score) of the live version, best first; [] for an unknown user."""

@@ -9,18 +9,28 @@
 - Head: user attributes, the pooled behaviours, the candidate, and numeric
   features (each recall channel's presence and rank discount, how many
   channels agree, and the log distance from the user's usual places to the
-  candidate's POI where coordinates exist) through an MLP with Dice.
+  candidate's POI where coordinates exist) through an MLP with Dice, plus a
+  linear term of the numeric features (wide & deep: on `small` it lifted the
+  holdout's NDCG@20 from 0.1209 to 0.1249, the id embeddings otherwise
+  overfitting before the MLP learns to read the channels' ranks).
 - Dice: p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)), f(s) = p s + (1 - p) alpha s,
-  with the batch's statistics in training and running ones at inference.
+  with the batch's statistics in training (real behaviours only: padding
+  does not count) and running ones at inference. The logit is computed in
+  float32 even under bf16 autocast, so that scores do not tie.
 
 Where the ranker learns (the asset's choice, docs/models.md): the recall
 models were fitted on the train split, so their ranks on train items are
 memorised, and the candidates exclude what a user saw. The ranker therefore
 learns on the period after train: the candidates the channels propose with
 only train excluded, labelled by the user's val items, history = train. At
-serving, the history is train + val and the candidates exclude both: the same
-situation one period later. A share of the users (`holdout`) is kept out of
-training for early stopping and the validation metrics.
+serving, the history is train + val and the candidates exclude both: the
+situation one period later, with two differences: the channels' queries are
+still those of train (their models are not retrained on val), and those models
+were early-stopped on val, so their ranks on val items flatter them a little.
+Random negatives are catalogue items no channel proposed (all channel
+features 0), a kind of row serving never scores; they teach the id and
+distance parts. A share of the users (`holdout`) is kept out of training for
+early stopping and the validation metrics.
 """
 from __future__ import annotations
 
@@ -37,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kwai_assets.core.evaluation import device
+from kwai_assets.core.evaluation import device, entries, interaction_matrix
 from kwai_assets.core.geo import distance_to_usual_places, item_coordinates, usual_places
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.models.early_stopping import EarlyStopping
@@ -77,24 +87,41 @@ class DINConfig:
 
 
 class Dice(nn.Module):
-    """Data-adaptive activation: a gate from the batch's standardised input (running statistics at inference)."""
+    """Data-adaptive activation: a gate from the standardised input, with the batch's statistics in training (of
+    the rows `mask` marks, when given: padded behaviours do not count) and running ones at inference."""
 
     def __init__(self, dim: int, eps: float = 1e-8, momentum: float = 0.1):
         super().__init__()
-        self.norm = nn.BatchNorm1d(dim, eps=eps, momentum=momentum, affine=False)
+        self.eps, self.momentum = eps, momentum
         self.alpha = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:       # batch statistics (and the running ones updated) over every leading dimension
-            standard = self.norm(x.reshape(-1, x.shape[-1]).float()).reshape(x.shape)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training:
+            rows = (x if mask is None else x[mask]).reshape(-1, x.shape[-1]).float()
+            mean, var = rows.mean(0), rows.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(rows.var(0, unbiased=True) if len(rows) > 1 else var, self.momentum)
         else:
-            standard = (x.float() - self.norm.running_mean) * torch.rsqrt(self.norm.running_var + self.norm.eps)
-        p = torch.sigmoid(standard).to(x.dtype)
+            mean, var = self.running_mean, self.running_var
+        p = torch.sigmoid((x.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
         return x * (self.alpha + (1 - self.alpha) * p)          # p x + (1 - p) alpha x
 
 
-def activation(name: str, dim: int) -> nn.Module:
-    return {"dice": lambda: Dice(dim), "prelu": lambda: nn.PReLU(dim), "relu": nn.ReLU}[name]()
+class Activation(nn.Module):
+    """Dice, PReLU or ReLU over the last dimension of [..., dim] inputs (`mask`: Dice's rows that count)."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        self.kind = kind
+        self.inner = {"dice": lambda: Dice(dim), "prelu": lambda: nn.PReLU(dim), "relu": nn.ReLU}[kind]()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "dice":
+            return self.inner(x, mask)
+        return self.inner(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
 
 class ActivationUnit(nn.Module):
@@ -108,26 +135,16 @@ class ActivationUnit(nn.Module):
     def __init__(self, dim: int, hidden: int, kind: str):
         super().__init__()
         self.first = nn.Linear(4 * dim, hidden)
-        self.act = _PerFeature(activation(kind, hidden))
+        self.act = Activation(kind, hidden)
         self.out = nn.Linear(hidden, 1)
 
-    def forward(self, behaviours: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-        """[B, L, D], [B, D] -> [B, L] weights."""
+    def forward(self, behaviours: torch.Tensor, candidate: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, D], [B, D] -> [B, L] weights (`mask` [B, L]: the real behaviours)."""
         wb, wc, wd, wp = self.first.weight.split(behaviours.shape[-1], dim=1)
         pre = (behaviours @ (wb + wd).T + (candidate @ (wc - wd).T + self.first.bias).unsqueeze(1)
                + (behaviours * candidate.unsqueeze(1)) @ wp.T)
-        return self.out(self.act(pre)).squeeze(-1)
-
-
-class _PerFeature(nn.Module):
-    """PReLU expects channels in dim 1: apply an activation to the last dim of [..., dim] inputs."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        return self.out(self.act(pre, mask)).squeeze(-1)
 
 
 @dataclass
@@ -165,6 +182,9 @@ def candidate_problems(candidates: pd.DataFrame, n_users: int, n_items: int) -> 
     """Ids of a candidates table that the id maps do not know (index 0 is padding, not an id)."""
     problems = []
     for key, n in (("user_idx", n_users), ("item_idx", n_items)):
+        if candidates[key].isna().any():
+            problems.append(f"{int(candidates[key].isna().sum())} null {key} values in the candidates")
+            continue
         values = candidates[key].to_numpy()
         bad = np.unique(values[(values < 1) | (values >= n)])
         if len(bad):
@@ -203,30 +223,24 @@ class RankingData:
             raise ValueError(f"the candidates have no rank_ column for the channels {missing} (they have {own})")
         past = splits[splits["split"].isin(before)].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
         shape = (catalog.n_users, catalog.n_items)
-        seen = _matrix(past, shape)
+        seen = sum((interaction_matrix(splits, name, *shape) for name in before), sp.csr_matrix(shape))
+        seen = (seen > 0).astype(np.float32).tocsr()
         relevant = sp.csr_matrix(shape, dtype=np.float32)
         if period is not None:
-            relevant = _matrix(splits[splits["split"] == period], shape)
+            relevant = interaction_matrix(splits, period, *shape)
             relevant = (relevant - relevant.multiply(seen)).tocsr()
             relevant.eliminate_zeros()
         users, items = candidates["user_idx"].to_numpy(np.int64), candidates["item_idx"].to_numpy(np.int64)
         places = usual_places(past, catalog.n_users, USUAL_PLACES)
         numeric = np.hstack([channel_features(candidates, channels),
                              distance_features(places, users, catalog.coordinates[items])])
-        return cls(users=users, items=items, labels=np.asarray(relevant[users, items]).ravel().astype(np.float32),
+        return cls(users=users, items=items, labels=entries(relevant, users, items).astype(np.float32),
                    numeric=numeric, order=candidates.groupby("user_idx", sort=False).cumcount().to_numpy() + 1,
                    histories=_histories(past, catalog.n_users, history_len), places=places, relevant=relevant,
                    seen=seen, channels=list(channels))
 
     def rows_of(self, users: np.ndarray) -> np.ndarray:
         return np.flatnonzero(np.isin(self.users, users))
-
-
-def _matrix(rows: pd.DataFrame, shape: tuple[int, int]) -> sp.csr_matrix:
-    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows["user_idx"], rows["item_idx"])), shape=shape)
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
 
 
 def _histories(past: pd.DataFrame, n_users: int, length: int) -> np.ndarray:
@@ -276,12 +290,14 @@ class DIN(nn.Module):
         self.attention = ActivationUnit(item_dim, config.attention_hidden, config.activation)
         second = max(1, int(config.hidden / 2.5))
         head_in = d * len(self.attributes) + 2 * item_dim + self.n_numeric
-        self.head = nn.Sequential(nn.Linear(head_in, config.hidden), activation(config.activation, config.hidden),
-                                  nn.Linear(config.hidden, second), activation(config.activation, second),
-                                  nn.Linear(second, 1))
-        self.wide = nn.Linear(self.n_numeric, 1)
+        self.head = nn.Sequential(nn.Linear(head_in, config.hidden), Activation(config.activation, config.hidden),
+                                  nn.Linear(config.hidden, second), Activation(config.activation, second))
+        self.out = nn.Linear(second, 1)
+        self.wide = nn.Linear(self.n_numeric, 1)     # the numeric features straight to the logit (wide & deep)
         for table in (self.item, *self.features, *self.attributes):
             nn.init.normal_(table.weight, std=0.05)
+            with torch.no_grad():
+                table.weight[0].zero_()              # padding and "unknown" read zeros
 
     @property
     def channels(self) -> list[str]:
@@ -300,17 +316,27 @@ class DIN(nn.Module):
         """Logits [B] of (users, items) with each user's behaviours [B, L] and numeric features [B, C]."""
         candidate = self.embed_items(items)                                   # [B, D]
         behaviours = self.embed_items(history)                                # [B, L, D]
-        weights = self.attention(behaviours, candidate) * (history > 0)       # no softmax: the sum keeps intensity
+        real = history > 0
+        weights = self.attention(behaviours, candidate, real) * real          # no softmax: the sum keeps intensity
         pooled = (weights.unsqueeze(-1) * behaviours).sum(1)
         codes = self.user_attributes[users]
         numeric = self.numeric_inputs(numeric)
         parts = [*(table(codes[:, k]) for k, table in enumerate(self.attributes)), pooled, candidate, numeric]
-        return (self.head(torch.cat(parts, -1)) + self.wide(numeric)).squeeze(-1)
+        hidden = self.head(torch.cat(parts, -1))
+        with torch.autocast(hidden.device.type, enabled=False):     # the logit in float32: bf16 would tie scores
+            return (self.out(hidden.float()) + self.wide(numeric.float())).squeeze(-1)
 
     def numeric_inputs(self, numeric: torch.Tensor) -> torch.Tensor:
         """The full numeric features [B, channel..., distance...] as the model reads them (channels dropped in the
         no-channel ablation)."""
         return numeric if self.config.channel_features else numeric[:, -2:]
+
+
+def catalog_problems(model: DIN, catalog: Catalog) -> list[str]:
+    """Why a trained model cannot score this catalogue: ids it has no embedding for (new users or items since)."""
+    return [f"the ranker knows {model.sizes[key] - 1} {key.removeprefix('n_')}, the id maps now have "
+            f"{getattr(catalog, key) - 1}: materialize ranker again" for key in ("n_users", "n_items")
+            if getattr(catalog, key) > model.sizes[key]]
 
 
 def build_model(catalog: Catalog, channels: list[str], config: DINConfig) -> DIN:
@@ -337,23 +363,22 @@ def score(model: DIN, data: RankingData, rows: np.ndarray | None = None, batch_s
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def ranking_metrics(users: np.ndarray, items: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+def ranking_metrics(users: np.ndarray, order: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                     relevant: sp.csr_matrix, k: int = NDCG_K) -> dict[str, float]:
     """AUC over all rows, GAUC (per-user AUC weighted by the user's rows, users with both labels), log-loss of
-    sigmoid(scores), and NDCG@k of each user's rows reranked by score, relevance = the user's `relevant` items
-    (candidates or not), over the users of `users` with any relevant item."""
-    frame = pd.DataFrame({"user": users, "item": items, "score": scores.astype(np.float64), "label": labels})
+    sigmoid(scores), and NDCG@k of each user's rows reranked by score (ties: `order`, the recall's, as `top_k`),
+    relevance = the user's `relevant` items (candidates or not), over the users of `users` with any."""
+    frame = pd.DataFrame({"user": users, "order": order, "score": scores.astype(np.float64), "label": labels})
     auc, _ = _auc(frame.assign(user=0))
     gauc, weight = _auc(frame)
     s, y = frame["score"].to_numpy(), frame["label"].to_numpy()
     logloss = float(np.mean(y * np.logaddexp(0.0, -s) + (1 - y) * np.logaddexp(0.0, s))) if len(y) else float("nan")
-    top = frame.sort_values(["user", "score", "item"], ascending=[True, False, True], kind="stable")
+    top = frame.sort_values(["user", "score", "order"], ascending=[True, False, True], kind="stable")
     top = top.assign(rank=top.groupby("user").cumcount() + 1)
     top = top[top["rank"] <= k]
     dcg = (top["label"] / np.log2(top["rank"] + 1)).groupby(top["user"]).sum()
     evaluated = np.unique(users)
-    n_relevant = relevant.getnnz(axis=1)[evaluated]
-    evaluated = evaluated[n_relevant > 0]
+    evaluated = evaluated[relevant.getnnz(axis=1)[evaluated] > 0]
     ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
     n_relevant = np.minimum(relevant.getnnz(axis=1)[evaluated], k)
     ndcg = dcg.reindex(evaluated, fill_value=0.0).to_numpy() / ideal[n_relevant - 1] if len(evaluated) else []
@@ -414,8 +439,7 @@ class _Sampler:
         if c.random_negatives and len(self.catalogue):
             owners = np.repeat(pos_users, c.random_negatives)
             items = self.catalogue[rng.integers(0, len(self.catalogue), len(owners))]
-            fresh = (np.asarray(d.seen[owners, items]).ravel() == 0) & (np.asarray(d.relevant[owners, items]).ravel()
-                                                                         == 0)
+            fresh = (entries(d.seen, owners, items) == 0) & (entries(d.relevant, owners, items) == 0)
             owners, items = owners[fresh], items[fresh]
             numeric = np.zeros((len(items), self.n_numeric), np.float32)
             numeric[:, -2:] = distance_features(d.places, owners, self.coordinates[items])
@@ -443,7 +467,7 @@ def train_din(data: RankingData, catalog: Catalog, config: DINConfig = DINConfig
     model = build_model(catalog, data.channels, config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     val_rows = data.rows_of(holdout_users)
-    baseline = ranking_metrics(data.users[val_rows], data.items[val_rows], -data.order[val_rows].astype(np.float64),
+    baseline = ranking_metrics(data.users[val_rows], data.order[val_rows], -data.order[val_rows].astype(np.float64),
                                data.labels[val_rows], data.relevant)
     stopping, history = EarlyStopping(config.patience), []
     for epoch in range(1, config.epochs + 1):
@@ -465,7 +489,7 @@ def train_din(data: RankingData, catalog: Catalog, config: DINConfig = DINConfig
             optimizer.step()
             total, steps = total + loss.item(), steps + 1
         elapsed = time.perf_counter() - start
-        val = ranking_metrics(data.users[val_rows], data.items[val_rows], score(model, data, val_rows),
+        val = ranking_metrics(data.users[val_rows], data.order[val_rows], score(model, data, val_rows),
                               data.labels[val_rows], data.relevant)
         metrics = {"epoch": epoch, "loss": total / max(steps, 1), "grad_norm": norms / max(steps, 1),
                    "epoch_s": elapsed, "samples_per_s": len(users) / max(elapsed, 1e-9),
@@ -508,14 +532,12 @@ def load(folder: str | Path) -> DIN:
 
 
 def training_problems(history: list[dict]) -> list[str]:
-    """What makes a training run unfit to serve: no epoch, a non-finite loss or gradient, or a loss that did not
-    fall from the first epoch to the best one."""
+    """What makes a training run unfit to serve: no epoch, a non-finite loss or gradient, or a loss that never fell
+    below the first epoch's."""
     if not history:
         return ["no training epoch ran"]
     problems = [f"epoch {h['epoch']}: {k} is {h[k]}" for h in history for k in ("loss", "grad_norm")
                 if not np.isfinite(h[k])]
-    best = max(history, key=lambda h: h.get(f"val_ndcg_at_{NDCG_K}", -1.0))
-    if not problems and len(history) > 1 and not min(h["loss"] for h in history[:best["epoch"]]) < history[0]["loss"]:
-        problems.append(f"the loss did not fall: {history[0]['loss']:.4f} at epoch 1, never lower up to the best "
-                        f"epoch {best['epoch']}")
+    if not problems and len(history) > 1 and not min(h["loss"] for h in history) < history[0]["loss"]:
+        problems.append(f"the loss did not fall: {history[0]['loss']:.4f} at epoch 1, never lower after it")
     return problems
