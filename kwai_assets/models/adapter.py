@@ -26,7 +26,6 @@ the encoder's outputs are the adapted embeddings.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device
 from kwai_assets.core.vectors import unit_rows, vector_matrix
+from kwai_assets.models import weights
 from kwai_assets.models.cf import CFConfig, LightGCN, train_cf
 
 
@@ -200,18 +200,13 @@ def reconstruction_problems(adapter: Adapter, frames: dict[str, pd.DataFrame]
 
 def save(adapter: Adapter, folder: str | Path) -> Path:
     """Weights and what rebuilds the adapter (its config and sizes), in `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(adapter.state_dict(), folder / "weights.pt")
-    (folder / "config.json").write_text(json.dumps(
-        {"config": asdict(adapter.config), "in_dim": adapter.in_dim, "dim": adapter.dim}, indent=2))
-    return folder
+    return weights.write(adapter, folder, {"config": asdict(adapter.config), "in_dim": adapter.in_dim,
+                                           "dim": adapter.dim})
 
 
 def load(folder: str | Path) -> Adapter:
     """The adapter `save` wrote, on the current device, in eval mode; its settings are `adapter.config`."""
-    folder = Path(folder)
-    meta = json.loads((folder / "config.json").read_text())
+    meta, state = weights.read(folder)
     adapter = Adapter(meta["in_dim"], meta["dim"], AdapterConfig(**meta["config"]))
-    adapter.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    adapter.load_state_dict(state)
     return adapter.to(device()).eval()

@@ -10,7 +10,6 @@ stops early on validation NDCG@20 (the weights of the best epoch are kept).
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
 from kwai_assets.core.vectors import dot_product
+from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
 
 MODELS = ("lightgcn", "mf")
@@ -244,12 +244,8 @@ def embeddings(model: LightGCN) -> tuple[np.ndarray, np.ndarray]:
 
 def save(model: LightGCN, folder: str | Path) -> Path:
     """Ego embeddings and what rebuilds the model (config, sizes, the graph's size), in `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "weights.pt")
-    (folder / "config.json").write_text(json.dumps({"config": asdict(model.config), "n_users": model.n_users,
-                                                    "n_items": model.n_items, "edges": model.edges}, indent=2))
-    return folder
+    return weights.write(model, folder, {"config": asdict(model.config), "n_users": model.n_users,
+                                         "n_items": model.n_items, "edges": model.edges})
 
 
 def load(folder: str | Path, train: sp.csr_matrix | None = None) -> LightGCN:
@@ -258,10 +254,9 @@ def load(folder: str | Path, train: sp.csr_matrix | None = None) -> LightGCN:
     With `train` (the matrix it was trained on) it can propagate; without it,
     only its ego embeddings and config are usable (a warm start needs no more).
     """
-    folder = Path(folder)
-    meta = json.loads((folder / "config.json").read_text())
+    meta, state = weights.read(folder)
     model = LightGCN(meta["n_users"], meta["n_items"], CFConfig(**meta["config"]))
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     model = model.to(device()).eval()
     if train is not None:
         model.attach(train)

@@ -34,7 +34,6 @@ early stopping and the validation metrics.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -50,6 +49,7 @@ from torch.nn import functional as F
 from kwai_assets.core.evaluation import device, entries, interaction_matrix
 from kwai_assets.core.geo import distance_to_usual_places, item_coordinates, usual_places
 from kwai_assets.core.reid import index_sizes
+from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
 from kwai_assets.models.features import item_feature_codes, user_attribute_codes
 
@@ -515,19 +515,13 @@ def top_k(data: RankingData, scores: np.ndarray, k: int) -> pd.DataFrame:
 
 
 def save(model: DIN, folder: str | Path) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "weights.pt")
-    (folder / "config.json").write_text(json.dumps({"config": asdict(model.config), **model.sizes}, indent=2))
-    return folder
+    return weights.write(model, folder, {"config": asdict(model.config), **model.sizes})
 
 
 def load(folder: str | Path) -> DIN:
-    folder = Path(folder)
-    meta = json.loads((folder / "config.json").read_text())
-    config = DINConfig(**meta.pop("config"))
-    model = DIN(meta, config)
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    meta, state = weights.read(folder)
+    model = DIN(meta, DINConfig(**meta.pop("config")))
+    model.load_state_dict(state)
     return model.to(device()).eval()
 
 

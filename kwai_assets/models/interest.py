@@ -30,7 +30,6 @@ only: the [CLS] after the last `long_len` train behaviours.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -43,6 +42,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, device, evaluate
 from kwai_assets.core.vectors import dot_product
+from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
 from kwai_assets.models.moe import MoE, SwiGLUExpert
 
@@ -513,24 +513,18 @@ def item_vectors(model: InterestModel) -> np.ndarray:
 
 def save(model: InterestModel, folder: str | Path) -> Path:
     """Weights and everything needed to rebuild the model, in `folder` (what MLflow stores)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "weights.pt")
-    (folder / "config.json").write_text(json.dumps({
+    return weights.write(model, folder, {
         "config": asdict(model.config), "vocab": model.embed.vocab,
-        "long_len": model.long_len, "short_len": model.short_len, "n_pois": model.embed.poi.num_embeddings},
-        indent=2))
-    return folder
+        "long_len": model.long_len, "short_len": model.short_len, "n_pois": model.embed.poi.num_embeddings})
 
 
 def load(folder: str | Path) -> InterestModel:
     """The model `save` wrote, on the current device, in eval mode (item attributes come with the weights)."""
-    folder = Path(folder)
-    meta = json.loads((folder / "config.json").read_text())
+    meta, state = weights.read(folder)
     known = {f.name for f in fields(InterestConfig)}
     config = InterestConfig(**{k: v for k, v in meta["config"].items() if k in known})
     model = InterestModel(meta["vocab"], meta["long_len"], meta["short_len"], config, n_pois=meta.get("n_pois", 1))
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.to(device()).eval()
 
 

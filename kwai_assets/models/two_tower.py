@@ -24,7 +24,6 @@ product is the cosine the model was trained on.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -39,6 +38,7 @@ from torch.nn import functional as F
 from kwai_assets.core.evaluation import EvalData, Scorer, device, evaluate
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.vectors import dot_product
+from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
 from kwai_assets.models.features import item_feature_codes, user_attribute_codes
 
@@ -325,17 +325,12 @@ def train_two_tower(data: TwoTowerData, val: EvalData, config: TwoTowerConfig = 
 
 
 def save(model: TwoTower, folder: str | Path) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), folder / "weights.pt")
-    (folder / "config.json").write_text(json.dumps({"config": asdict(model.config), **model.sizes}, indent=2))
-    return folder
+    return weights.write(model, folder, {"config": asdict(model.config), **model.sizes})
 
 
 def load(folder: str | Path) -> TwoTower:
-    folder = Path(folder)
-    meta = json.loads((folder / "config.json").read_text())
+    meta, state = weights.read(folder)
     model = TwoTower(meta["n_users"], meta["n_items"], meta["attribute_sizes"], meta["feature_sizes"],
                      TwoTowerConfig(**meta["config"]))
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.to(device()).eval()
