@@ -85,12 +85,12 @@ def validation_only(home: str, overrides: list[dict]) -> list[list[object]]:
         start = time.perf_counter()
         _, history, order = din.train_din(train, catalog, din.DINConfig(**change))
         best = max(history, key=lambda h: h["val_ndcg_at_20"])
-        rows.append([home, json.dumps(change), round(best["val_auc"], 4), round(best["val_gauc"], 4),
-                     round(best["val_ndcg_at_20"], 4), f"{best['epoch']} of {len(history)}",
+        rows.append([home, json.dumps(change), f"{best['val_auc']:.4f}", f"{best['val_gauc']:.4f}",
+                     f"{best['val_ndcg_at_20']:.4f}", f"{best['epoch']} of {len(history)}",
                      round(time.perf_counter() - start)])
         print(rows[-1], flush=True)
-    rows.append([home, "the candidates' own order", round(order["auc"], 4), round(order["gauc"], 4),
-                 round(order["ndcg_at_20"], 4), "", ""])
+    rows.append([home, "the candidates' own order", f"{order['auc']:.4f}", f"{order['gauc']:.4f}",
+                 f"{order['ndcg_at_20']:.4f}", "", ""])
     return rows
 
 
@@ -99,14 +99,14 @@ def ablation(home: str) -> list[list[object]]:
     stored = Warehouse(home).read("evaluation")
     ndcg = stored[(stored["metric"] == "ndcg") & (stored["k"] == 20)].set_index("model")["value"]
     best_single = ndcg.reindex(list(RECALL_MODELS)).idxmax()
-    rows = [[home, f"best single recall model ({best_single})", "", "", "", "", "", round(ndcg[best_single], 4)]]
+    rows = [[home, f"best single recall model ({best_single})", "", "", "", "", "", f"{ndcg[best_single]:.4f}"]]
     order = serve_order(serve)
     _, holdout = din.split_users(train, din.DINConfig().holdout, din.DINConfig().seed)
     val_rows = train.rows_of(holdout)
     base = din.ranking_metrics(train.users[val_rows], train.order[val_rows], -train.order[val_rows].astype(float),
                                train.labels[val_rows], train.relevant)
-    rows.append([home, "candidates' own order (RRF)", round(base["auc"], 4), round(base["gauc"], 4),
-                 round(base["ndcg_at_20"], 4), "", "", round(split_ndcg(data, order), 4)])
+    rows.append([home, "candidates' own order (RRF)", f"{base['auc']:.4f}", f"{base['gauc']:.4f}",
+                 f"{base['ndcg_at_20']:.4f}", "", "", f"{split_ndcg(data, order):.4f}"])
     for activation in din.ACTIVATIONS:
         for channels in (True, False):
             config = din.DINConfig(activation=activation, channel_features=channels)
@@ -116,9 +116,9 @@ def ablation(home: str) -> list[list[object]]:
             best = max(history, key=lambda h: h["val_ndcg_at_20"])
             top = din.top_k(serve, din.score(model, serve), 50)
             rows.append([home, f"DIN {activation}" + ("" if channels else ", no channel features"),
-                         round(best["val_auc"], 4), round(best["val_gauc"], 4), round(best["val_ndcg_at_20"], 4),
+                         f"{best['val_auc']:.4f}", f"{best['val_gauc']:.4f}", f"{best['val_ndcg_at_20']:.4f}",
                          int(np.mean([h["samples_per_s"] for h in history])),
-                         f"{len(history)} / {round(seconds)} s", round(split_ndcg(data, top), 4)])
+                         f"{len(history)} / {round(seconds)} s", f"{split_ndcg(data, top):.4f}"])
             print(rows[-1], flush=True)
     return rows
 
