@@ -222,10 +222,7 @@ def train_cf(data: EvalData, config: CFConfig = CFConfig(), extra_loss: StepLoss
             metrics["val_ndcg_at_20"] = val_ndcg(*model.propagate(), val)
             stopping.observe(metrics["val_ndcg_at_20"], lambda: (
                 model.state_dict(), extra_modules.state_dict() if extra_modules is not None else None))
-        history.append(metrics)
-        if log is not None:
-            log(epoch, metrics)
-        if stopping.should_stop:
+        if stopping.record(history, epoch, metrics, log):
             break
     if stopping.state is not None:
         model.load_state_dict(stopping.state[0])

@@ -495,13 +495,9 @@ def train_din(data: RankingData, catalog: Catalog, config: DINConfig = DINConfig
                    "epoch_s": elapsed, "samples_per_s": len(users) / max(elapsed, 1e-9),
                    **{f"val_{k}": v for k, v in val.items() if k != "gauc_users"}}
         stopping.observe(metrics[f"val_ndcg_at_{NDCG_K}"], model.state_dict)
-        history.append(metrics)
-        if log is not None:
-            log(epoch, metrics)
-        if stopping.should_stop:
+        if stopping.record(history, epoch, metrics, log):
             break
-    if stopping.state is not None:
-        model.load_state_dict(stopping.state)
+    stopping.restore(model)
     return model.eval(), history, {k: v for k, v in baseline.items() if k != "gauc_users"}
 
 

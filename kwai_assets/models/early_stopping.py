@@ -28,3 +28,15 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.since_best >= self.patience
+
+    def record(self, history: list[dict], epoch: int, metrics: dict, log: Callable | None) -> bool:
+        """The end of every epoch: append its metrics to `history`, hand them to `log`, say whether to stop."""
+        history.append(metrics)
+        if log is not None:
+            log(epoch, metrics)
+        return self.should_stop
+
+    def restore(self, model) -> None:
+        """Load the best state into `model` (nothing when no validation ran)."""
+        if self.state is not None:
+            model.load_state_dict(self.state)

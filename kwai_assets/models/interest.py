@@ -478,13 +478,9 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
         if held_out is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             metrics["val_ndcg_at_20"] = ndcg_at_20(model, sequences, held_out)
             stopping.observe(metrics["val_ndcg_at_20"], model.state_dict)
-        history.append(metrics)
-        if log is not None:
-            log(epoch, metrics)
-        if stopping.should_stop:
+        if stopping.record(history, epoch, metrics, log):
             break
-    if stopping.state is not None:
-        model.load_state_dict(stopping.state)
+    stopping.restore(model)
     model.eval()
     return model, history
 

@@ -314,13 +314,9 @@ def train_two_tower(data: TwoTowerData, val: EvalData, config: TwoTowerConfig = 
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             metrics["val_ndcg_at_20"] = _val_ndcg(model, data, held_out)
             stopping.observe(metrics["val_ndcg_at_20"], model.state_dict)
-        history.append(metrics)
-        if log is not None:
-            log(epoch, metrics)
-        if stopping.should_stop:
+        if stopping.record(history, epoch, metrics, log):
             break
-    if stopping.state is not None:
-        model.load_state_dict(stopping.state)
+    stopping.restore(model)
     return model.eval(), history
 
 
