@@ -19,14 +19,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table  # noqa: E402
+from common import dataset, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.core.knn import recent_item_knn  # noqa: E402
-from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.swing import swing  # noqa: E402
 from kwai_assets.models.item2vec import Item2VecConfig, train_item2vec  # noqa: E402
-from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +38,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows = []
     for name in args.data.split(","):
-        tables = prepared(MovieLensSource(args.ml100k), k=1) if name == "ml-100k" else prepared(SyntheticSource(name))
+        tables = dataset(name, args.ml100k)
         sizes = tables.sizes
         data = EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
         pairs, _ = swing(data.train)

@@ -21,16 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table  # noqa: E402
+from common import dataset, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
-from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, scorer, train_two_tower  # noqa: E402
-from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 
 def load(name: str, ml100k: str):
-    tables = prepared(MovieLensSource(ml100k), k=1) if name == "ml-100k" else prepared(SyntheticSource(name))
+    tables = dataset(name, ml100k)
     data = TwoTowerData.from_frames(tables.splits, tables.id_maps, tables.users)
     return data, EvalData.from_splits(tables.splits, tables.sizes["user"], tables.sizes["item"])
 

@@ -41,6 +41,15 @@ def measured(interval: float = 0.02) -> Iterator[Measure]:
         result.peak_rss_gb = max(peak[0], process.memory_info().rss) / 2**30
 
 
+def dataset(name: str, ml100k: str):
+    """The prepared tables of a benchmark data set: "ml-100k" (no k-core, the comparable setup) or a synthetic
+    preset's name."""
+    from kwai_assets.core.pipeline import prepared
+    from kwai_assets.sources import MovieLensSource, SyntheticSource
+
+    return prepared(MovieLensSource(ml100k), k=1) if name == "ml-100k" else prepared(SyntheticSource(name))
+
+
 def table(header: list[str], rows: list[list[object]]) -> str:
     """A markdown table, ready for the README."""
     def fmt(v: object) -> str:

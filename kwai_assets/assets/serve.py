@@ -52,7 +52,7 @@ def recommendations(context: dg.AssetExecutionContext, config: RecommendationsCo
     scores = din.score(model, data)
     seconds = time.perf_counter() - start
     top = din.top_k(data, scores, config.k)
-    guard(context, "recommendations", top, recommendation_problems(top, _seen(splits, id_maps), config.k))
+    guard(context, "recommendations", top, recommendation_problems(top, data.seen, config.k))   # train + val
     return dg.Output(top, metadata={"users": int(top["user_idx"].nunique()), "rows": len(top), "k": config.k,
                                     "candidates_scored": len(scores), "score_seconds": seconds,
                                     "candidates_per_s": len(scores) / max(seconds, 1e-9), "mlflow_run_id": run_id})

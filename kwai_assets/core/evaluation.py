@@ -191,11 +191,11 @@ def ranked_lists(data: EvalData, recommendations: pd.DataFrame) -> Scorer:
     """Stored ranked lists (user_idx, item_idx, rank) as a Scorer: every listed item above every other, in the
     list's order; the rest after them by train popularity (so the metrics at k up to the list length are the
     lists' own)."""
-    ranked = recommendations
     counts = np.asarray(data.train.sum(axis=0), dtype=np.float64).ravel()
     rest = torch.from_numpy((counts / (counts.max() + 1.0) if len(counts) else counts).astype(np.float32))
-    depth = int(ranked["rank"].max()) if len(ranked) else 0
-    listed = sp.csr_matrix(((depth + 2 - ranked["rank"].to_numpy()).astype(np.float32),
-                            (ranked["user_idx"].to_numpy(), ranked["item_idx"].to_numpy())),
+    ranks = recommendations["rank"].to_numpy()
+    depth = int(ranks.max()) if len(ranks) else 0
+    listed = sp.csr_matrix(((depth + 2 - ranks).astype(np.float32),
+                            (recommendations["user_idx"].to_numpy(), recommendations["item_idx"].to_numpy())),
                            shape=(data.n_users, data.n_items))
     return lambda users: torch.from_numpy(listed[users].toarray()) + rest

@@ -163,8 +163,7 @@ class Catalog:
     def from_frames(cls, splits: pd.DataFrame, id_maps: pd.DataFrame, users: pd.DataFrame | None = None) -> Catalog:
         sizes = index_sizes(id_maps)
         n_users, n_items = sizes["user"], sizes["item"]
-        user_index = id_maps[id_maps["entity"] == "user"].set_index("raw_id")["idx"]
-        attributes, attribute_sizes = user_attribute_codes(users, user_index, n_users)
+        attributes, attribute_sizes = user_attribute_codes(users, id_maps, n_users)
         features, feature_sizes = item_feature_codes(splits, n_items)
         rankable = np.zeros(n_items, bool)
         rankable[splits["item_idx"].unique()] = True

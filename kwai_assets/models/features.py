@@ -9,11 +9,13 @@ GRID_DEGREES = 0.05          # the location cell of an item's POI (about 5 km)
 USER_ATTRIBUTES_SKIPPED = ("user_id", "n_interactions", "has_attributes")
 
 
-def user_attribute_codes(users: pd.DataFrame | None, user_index: pd.Series,
+def user_attribute_codes(users: pd.DataFrame | None, id_maps: pd.DataFrame,
                          n_users: int) -> tuple[np.ndarray, list[int]]:
-    """Every categorical (text) attribute as codes, 0 = unknown; numeric columns are left out."""
+    """Every categorical (text) attribute of `users` (raw user_id keyed) as codes by user_idx, 0 = unknown; numeric
+    columns are left out."""
     if users is None:
         return np.zeros((n_users, 0), np.int64), []
+    user_index = id_maps[id_maps["entity"] == "user"].set_index("raw_id")["idx"]
     columns = [c for c in users.columns if c not in USER_ATTRIBUTES_SKIPPED and not pd.api.types.is_numeric_dtype(
         users[c])]
     rows = user_index.reindex(users["user_id"].astype(str)).to_numpy()

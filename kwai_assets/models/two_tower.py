@@ -92,12 +92,11 @@ class TwoTowerData:
         """From the `splits` and `id_maps` assets and, optionally, `user_attributes` (raw user_id keyed)."""
         sizes = index_sizes(id_maps)
         n_users, n_items = sizes["user"], sizes["item"]
-        user_index = id_maps[id_maps["entity"] == "user"].set_index("raw_id")["idx"]
         train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
         seq_users = train["user_idx"].to_numpy().astype(np.int64)
         first = np.r_[True, seq_users[1:] != seq_users[:-1]]
         seq_start = np.maximum.accumulate(np.where(first, np.arange(len(seq_users)), 0))
-        attrs, sizes = user_attribute_codes(users, user_index, n_users)
+        attrs, sizes = user_attribute_codes(users, id_maps, n_users)
         features, feature_sizes = item_feature_codes(splits, n_items)
         return cls(n_users=n_users, n_items=n_items, seq_items=train["item_idx"].to_numpy().astype(np.int64),
                    seq_users=seq_users, seq_start=seq_start, user_attributes=attrs, attribute_sizes=sizes,
