@@ -91,7 +91,7 @@ def test_cls_output_through_the_moe_is_the_user_vector():
 
 def test_trained_vectors_beat_popularity_on_a_planted_cycle():
     """The synthetic source's planted order: users move through the categories in one fixed cycle, a step a day."""
-    tables = prepared(SyntheticSource(preset="tiny", seed=7, p_cycle=0.8))
+    tables = prepared(SyntheticSource(preset="tiny", seed=7, p_cycle=0.8, p_routine=0.0, p_near=0.0))
     sizes = tables.sizes
     data = EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
     sequences = behaviour_sequences(tables.splits, sizes["item"], sizes["category"], long_len=50, short_len=5)

@@ -15,9 +15,21 @@ Planted structure that tests and models can recover:
 - a fraction ``p_trending`` of clicks go to globally trending photos (a
   power law over all photos, wherever the user is), the part of the feed
   that a popularity baseline captures;
-- a click's coordinates are where the user is: at the POI for a local click,
-  at home for a trending photo;
+- a click's coordinates are where the user is: at the POI for a local click;
+  a trending photo is watched wherever the user is (at home, or at the last
+  POI visited that day);
 - every user has a preferred hour of the day around which most clicks fall;
+- mobility (the next-POI model's signal): each day starts at home; a local
+  click is a visit, and visits follow three rules, in this order.
+  Routines: every user has three anchor POIs (one in the home district, two
+  in districts of the home city, categories drawn from the taste) and a
+  weekly schedule that maps each six-hour band of a weekday and of a weekend
+  day to one anchor; a share ``p_routine`` of the local clicks go to the
+  anchor of their hour of week. Nearby moves: of the other local clicks after
+  the day's first visit, a share ``p_near`` go to one of the ``NEAR`` POIs
+  nearest to the previous visit, with weight exp(-km / ``near_km``) times the
+  user's taste for the POI's category. The rest are chosen as above (taste,
+  home or away district, popularity).
 - with ``p_cycle`` > 0 (off by default), order: a share ``p_cycle`` of a
   user's clicks on day d are in the category at step (start_u + d) of one
   fixed cycle through all categories, so users move through categories in
@@ -38,6 +50,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 CITIES = {  # name: (lat, lon)
     "Beijing": (39.904, 116.407),
@@ -52,6 +65,9 @@ CATEGORIES = [
 EVENTS = np.array(["click", "like", "share"])
 EVENT_P = np.array([0.85, 0.12, 0.03])
 AGE_RANGES = np.array(["<18", "18-24", "25-34", "35-44", "45+"])
+ANCHORS = 3          # routine POIs per user
+BANDS = 4            # six-hour bands of the day in a routine schedule
+NEAR = 8             # a nearby move picks among this many POIs nearest to the previous visit
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ def _skewed(counts: np.ndarray, u: np.ndarray, power: float) -> np.ndarray:
 class SyntheticSource:
     def __init__(self, preset: str = "small", seed: int = 7, start_date: str = "2026-01-01",
                  p_home: float = 0.8, p_trending: float = 0.25, dirt: float = 0.005, missing_attributes: float = 0.01,
-                 p_cycle: float = 0.0):
+                 p_cycle: float = 0.0, p_routine: float = 0.35, p_near: float = 0.6, near_km: float = 1.0):
         if preset not in PRESETS:
             raise ValueError(f"synthetic source: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         self.preset_name, self.preset = preset, PRESETS[preset]
@@ -103,6 +119,12 @@ class SyntheticSource:
         if not 0.0 <= p_cycle <= 1.0:
             raise ValueError(f"synthetic source: p_cycle must be in [0, 1], got {p_cycle}")
         self.p_cycle = p_cycle
+        for name, value in (("p_routine", p_routine), ("p_near", p_near)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"synthetic source: {name} must be in [0, 1], got {value}")
+        if near_km <= 0:
+            raise ValueError(f"synthetic source: near_km must be positive, got {near_km}")
+        self.p_routine, self.p_near, self.near_km = p_routine, p_near, near_km
 
     # -- the world -----------------------------------------------------------
     @cached_property
@@ -148,13 +170,34 @@ class SyntheticSource:
             "user_ids": _ids("u", p.users, rng), "item_ids": _ids("p", p.items, rng), "poi_ids": _ids("l", p.pois, rng),
         }
 
+    @cached_property
+    def mobility(self) -> dict[str, np.ndarray]:
+        """Anchors, weekly schedules and each POI's nearest POIs, from their own random stream (the world above is
+        the same whatever the mobility parameters)."""
+        p, w, rng = self.preset, self.world, _rng(self.seed, "mobility")
+        home = w["user_district"]
+        district = np.stack([home] + [home - home % p.districts_per_city
+                                      + rng.integers(0, p.districts_per_city, p.users) for _ in range(ANCHORS - 1)],
+                            axis=1)
+        category = np.minimum((w["user_taste_cdf"][:, None, :] < rng.random((p.users, ANCHORS, 1))).sum(axis=2),
+                              p.categories - 1)
+        cell = district * p.categories + category
+        anchor = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(cell.shape), 1.5)
+        # km on a local plane: one degree of latitude is 111 km, of longitude 111 km x cos(latitude)
+        xy = w["poi_xy"] * [111.0, 111.0 * np.cos(np.radians(w["poi_xy"][:, 0].mean()))]
+        km, near = cKDTree(xy).query(xy, k=NEAR + 1)
+        return {"anchor": anchor, "schedule": rng.integers(0, ANCHORS, (p.users, 2, BANDS)),
+                "near": near[:, 1:], "near_km": km[:, 1:]}
+
     # -- one day of clicks ---------------------------------------------------
     def day(self, day: date) -> pd.DataFrame:
-        p, w = self.preset, self.world
+        p, w, m = self.preset, self.world, self.mobility
         rng = _rng(self.seed, "day", day.isoformat())
         n_per_user = rng.poisson(w["user_activity"])
         user = np.repeat(np.arange(p.users), n_per_user)
         n = len(user)
+        hour = np.where(rng.random(n) < 0.7, w["user_hour"][user] + rng.normal(0, 1.5, n), rng.uniform(0, 24, n))
+        hour = np.sort(np.mod(hour, 24) + 24 * user) - 24 * user      # each user's clicks of the day in time order
 
         category = (w["user_taste_cdf"][user] < rng.random((n, 1))).sum(axis=1)
         category = np.minimum(category, p.categories - 1)
@@ -168,16 +211,21 @@ class SyntheticSource:
         district = np.where(rng.random(n) < p_home, home, away)
         cell = district * p.categories + category
         poi = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(n), 1.5)
-        item = w["poi_item_start"][poi] + _skewed(w["poi_item_count"][poi], rng.random(n), 2.0)
         trend = rng.random(n) < self.p_trending
-        item[trend] = w["trending"][_skewed(np.full(trend.sum(), p.items), rng.random(trend.sum()), 2.0)]
-        poi[trend] = w["item_poi"][item[trend]]
-        where = np.where(trend[:, None], w["user_home"][user], w["poi_xy"][poi])
-        lat, lon = (where + rng.normal(0, 0.0005, (n, 2))).T
+        trending = w["trending"][_skewed(np.full(n, p.items), rng.random(n), 2.0)]
+        poi[trend] = w["item_poi"][trending[trend]]
+        routine = ~trend & (rng.random(n) < self.p_routine)
+        slot = m["schedule"][user, int(day.weekday() >= 5), (hour // (24 // BANDS)).astype(np.int64)]
+        poi[routine] = m["anchor"][user, slot][routine]
+        here = self._move(poi, user, trend, ~trend & ~routine & (rng.random(n) < self.p_near), rng.random(n))
 
-        hour = np.where(rng.random(n) < 0.7, w["user_hour"][user] + rng.normal(0, 1.5, n), rng.uniform(0, 24, n))
-        seconds = (np.mod(hour, 24) * 3600).astype(np.int64)
-        ts = pd.Timestamp(day).as_unit("us") + pd.to_timedelta(seconds, unit="s")
+        item = w["poi_item_start"][poi] + _skewed(w["poi_item_count"][poi], rng.random(n), 2.0)
+        item[trend] = trending[trend]
+        at_home = trend & (here < 0)
+        where = np.where(trend[:, None], w["poi_xy"][np.maximum(here, 0)], w["poi_xy"][poi])
+        where[at_home] = w["user_home"][user[at_home]]
+        lat, lon = (where + rng.normal(0, 0.0005, (n, 2))).T
+        ts = pd.Timestamp(day).as_unit("us") + pd.to_timedelta((hour * 3600).astype(np.int64), unit="s")
 
         frame = pd.DataFrame({
             "user_id": w["user_ids"][user].astype(object),
@@ -188,6 +236,27 @@ class SyntheticSource:
             "event": EVENTS[rng.choice(len(EVENTS), n, p=EVENT_P)],
         })
         return self._dirty(frame, rng)
+
+    def _move(self, poi: np.ndarray, user: np.ndarray, trend: np.ndarray, near: np.ndarray,
+              u: np.ndarray) -> np.ndarray:
+        """Walk each user's day in time order: rows in `near` move to a POI near the previous visit (changing
+        `poi` in place). Returns where each user is before each click: the POI of the last visit, -1 at home."""
+        m, taste, poi_category = self.mobility, self.world["user_taste"], self.world["poi_category"]
+        n = len(poi)
+        first = np.r_[True, user[1:] != user[:-1]] if n else np.zeros(0, dtype=bool)
+        step = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        here = np.full(n, -1)
+        for k in range(1, int(step.max(initial=0)) + 1):
+            rows = np.flatnonzero(step == k)
+            here[rows] = np.where(trend[rows - 1], here[rows - 1], poi[rows - 1])    # a trending photo: no move
+            go = rows[near[rows] & (here[rows] >= 0)]
+            options = m["near"][here[go]]
+            weight = np.exp(-m["near_km"][here[go]] / self.near_km) * (
+                taste[user[go, None], poi_category[options]] + 0.05)
+            cdf = np.cumsum(weight, axis=1)
+            pick = np.minimum((cdf < u[go, None] * cdf[:, -1:]).sum(axis=1), NEAR - 1)
+            poi[go] = options[np.arange(len(go)), pick]
+        return here
 
     def _cycled(self, category: np.ndarray, user: np.ndarray, day_index: int,
                 rng: np.random.Generator) -> np.ndarray:
