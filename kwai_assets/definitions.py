@@ -5,7 +5,7 @@ import os
 
 import dagster as dg
 
-from kwai_assets.assets import evaluate, graph, ingest, llm, models, prepare, recall, serve
+from kwai_assets.assets import evaluate, graph, ingest, llm, models, next_poi, prepare, recall, serve
 from kwai_assets.jobs import JOBS, SCHEDULES
 from kwai_assets.resources import (
     LLMResource,
@@ -17,7 +17,7 @@ from kwai_assets.resources import (
 )
 from kwai_assets.settings import Settings, current
 
-MODULES = [ingest, prepare, graph, llm, models, recall, serve, evaluate]
+MODULES = [ingest, prepare, graph, llm, models, next_poi, recall, serve, evaluate]
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

@@ -31,9 +31,11 @@ ITEM2VEC = {"dim": 32, "walks_per_node": 5, "walk_length": 20}
 # the defaults, 200 deep, beat every channel alone at 200; on tiny fusion at 200 is 0.003 below the best channel)
 CANDIDATES = {"per_channel": 40}
 RANKER = {"dim": 8, "epochs": 4, "negatives": 10, "batch_size": 256, "patience": 2}
+NEXT_POI = {"epochs": 15}
 RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}, "cf_model": {"config": CF},
                       "two_tower": {"config": TWO_TOWER}, "item2vec": {"config": ITEM2VEC},
                       "candidates": {"config": CANDIDATES}, "ranker": {"config": RANKER},
+                      "next_poi": {"config": NEXT_POI},
                       "adapter": {"config": {"align_weight": 0.1}}}}
 SESSION_REDIS: list[str] = []        # the session's server, so that no test home starts its own
 INSTANCES: dict[Path, dg.DagsterInstance] = {}

@@ -18,6 +18,7 @@ from kwai_assets.definitions import build_resources
 from kwai_assets.io.online_store import OnlineStore
 from kwai_assets.models import din
 from kwai_assets.models.din import ActivationUnit, Catalog, Dice, DINConfig, RankingData, _histories
+from kwai_assets.models.early_stopping import training_problems
 
 
 def test_dice_matches_its_formula_with_batch_statistics_in_training_and_running_ones_at_inference():
@@ -83,7 +84,7 @@ def test_din_learns_a_planted_preference_that_the_candidates_order_misses():
     best = max(history, key=lambda h: h["val_ndcg_at_20"])
     assert order["auc"] < 0.6 and best["val_auc"] > 0.8 and best["val_gauc"] > 0.8
     assert best["val_ndcg_at_20"] > order["ndcg_at_20"] + 0.2
-    assert history[-1]["loss"] < history[0]["loss"] and din.training_problems(history) == []
+    assert history[-1]["loss"] < history[0]["loss"] and training_problems(history) == []
     if device().type == "cpu":                     # seeded: the same run twice (CUDA's backward is not bit-exact)
         again = din.train_din(data, catalog, config)[1]
         assert [h["loss"] for h in again] == [h["loss"] for h in history]
@@ -101,15 +102,15 @@ def test_candidates_with_ids_the_id_maps_do_not_know_are_refused_naming_them():
 
 
 def test_training_and_recommendation_problems_name_what_is_wrong():
-    assert din.training_problems([]) == ["no training epoch ran"]
+    assert training_problems([]) == ["no training epoch ran"]
     nan = [{"epoch": 1, "loss": 0.5, "grad_norm": 0.1, "val_ndcg_at_20": 0.1},
            {"epoch": 2, "loss": float("nan"), "grad_norm": 0.1, "val_ndcg_at_20": 0.0}]
-    assert din.training_problems(nan) == ["epoch 2: loss is nan"]
+    assert training_problems(nan) == ["epoch 2: loss is nan"]
     flat = [{"epoch": 1, "loss": 0.5, "grad_norm": 0.1, "val_ndcg_at_20": 0.1},
             {"epoch": 2, "loss": 0.6, "grad_norm": 0.1, "val_ndcg_at_20": 0.2}]
-    assert "the loss did not fall" in din.training_problems(flat)[0]
+    assert "the loss did not fall" in training_problems(flat)[0]
     best_first = [{**flat[0], "val_ndcg_at_20": 0.3}, {**flat[1], "loss": 0.4}]
-    assert din.training_problems(best_first) == []                  # the best epoch may be the first
+    assert training_problems(best_first) == []                  # the best epoch may be the first
     seen = sp.csr_matrix(([1.0], ([1], [7])), shape=(3, 10))
     top = pd.DataFrame({"user_idx": [1, 1, 1, 2, 2], "item_idx": [7, 3, 3, 4, 5],
                         "score": [3.0, 2.0, 1.0, np.nan, 0.5], "rank": [1, 2, 3, 1, 2]})

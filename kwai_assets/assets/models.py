@@ -28,6 +28,7 @@ from kwai_assets.core.sequences import behaviour_sequences
 from kwai_assets.core.vectors import vector_problems
 from kwai_assets.models import adapter as adapter_model
 from kwai_assets.models import cf, din, interest, two_tower
+from kwai_assets.models.early_stopping import training_problems
 from kwai_assets.resources import ModelStoreResource
 
 InterestRunConfig = config_from(interest.InterestConfig, long_len=(int, 100, "behaviours in the long tower"),
@@ -227,7 +228,7 @@ def ranker(context: dg.AssetExecutionContext, config: RankerRunConfig, models: M
                             "by the best one (the notebook's DIN diverged).")
 def ranker_training(history: pd.DataFrame) -> dg.AssetCheckResult:
     records = history.to_dict("records")
-    return check_result(din.training_problems(records), f"{len(records)} epochs, loss "
+    return check_result(training_problems(records), f"{len(records)} epochs, loss "
                         f"{records[0]['loss']:.4f} -> {records[-1]['loss']:.4f}" if records else "",
                         epochs=len(records))
 

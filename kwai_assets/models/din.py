@@ -518,15 +518,3 @@ def load(folder: str | Path) -> DIN:
     model = DIN(meta, DINConfig(**meta.pop("config")))
     model.load_state_dict(state)
     return model.to(device()).eval()
-
-
-def training_problems(history: list[dict]) -> list[str]:
-    """What makes a training run unfit to serve: no epoch, a non-finite loss or gradient, or a loss that never fell
-    below the first epoch's."""
-    if not history:
-        return ["no training epoch ran"]
-    problems = [f"epoch {h['epoch']}: {k} is {h[k]}" for h in history for k in ("loss", "grad_norm")
-                if not np.isfinite(h[k])]
-    if not problems and len(history) > 1 and not min(h["loss"] for h in history) < history[0]["loss"]:
-        problems.append(f"the loss did not fall: {history[0]['loss']:.4f} at epoch 1, never lower after it")
-    return problems

@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+import numpy as np
+
 
 class EarlyStopping:
     """Keeps a copy of the best-scoring state and says when `patience` validations in a row brought no gain.
@@ -40,3 +42,15 @@ class EarlyStopping:
         """Load the best state into `model` (nothing when no validation ran)."""
         if self.state is not None:
             model.load_state_dict(self.state)
+
+
+def training_problems(history: list[dict]) -> list[str]:
+    """What makes a training run unfit to serve: no epoch, a non-finite loss or gradient, or a loss that never fell
+    below the first epoch's."""
+    if not history:
+        return ["no training epoch ran"]
+    problems = [f"epoch {h['epoch']}: {k} is {h[k]}" for h in history for k in ("loss", "grad_norm")
+                if not np.isfinite(h[k])]
+    if not problems and len(history) > 1 and not min(h["loss"] for h in history) < history[0]["loss"]:
+        problems.append(f"the loss did not fall: {history[0]['loss']:.4f} at epoch 1, never lower after it")
+    return problems

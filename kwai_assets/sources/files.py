@@ -1,7 +1,9 @@
 """A directory of CSV or Parquet files following the data contract.
 
 ``interactions.{csv,parquet}`` is required; ``users``, ``items`` and ``pois``
-may be absent (then every id is reported as missing its attributes). A file
+may be absent (then every id is reported as missing its attributes). Instead
+of them the directory may hold one check-in file, ``checkins.txt`` in the
+layout of the public Foursquare or Gowalla sets (``checkins.py``). A file
 that is delivered must hold rows: an empty or header-only file is an export
 that failed, not a table with nothing in it. Size minimums for a whole
 delivery are the caller's (``contract.delivery_problems``).
@@ -18,6 +20,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from kwai_assets.sources import checkins
 from kwai_assets.sources.base import days_of, slice_days
 from kwai_assets.sources.contract import (
     INTERACTIONS,
@@ -86,20 +89,33 @@ class FilesSource:
                 raise ValueError(f"{path.name}: cannot be read as {spec.name}: {err}") from err
 
     @cached_property
+    def _checkins(self) -> dict[str, pd.DataFrame] | None:
+        """The four tables of a check-in file, or None when the directory has none."""
+        path = checkins.find(self.directory)
+        if path is None:
+            return None
+        if (other := self._find(INTERACTIONS.name)) is not None:
+            raise ValueError(f"files source: {self.directory} holds both {path.name} and {other.name}; keep one")
+        return checkins.read_checkins(path)
+
+    def _table(self, spec: TableSpec, required: bool = False) -> pd.DataFrame:
+        return self._checkins[spec.name] if self._checkins is not None else self._load(spec, required)
+
+    @cached_property
     def _interactions(self) -> pd.DataFrame:
-        return self._load(INTERACTIONS, required=True)
+        return self._table(INTERACTIONS, required=True)
 
     def interactions(self, start: date, end: date) -> pd.DataFrame:
         return slice_days(self._interactions, start, end)
 
     def users(self) -> pd.DataFrame:
-        return self._load(USERS, required=False)
+        return self._table(USERS)
 
     def items(self) -> pd.DataFrame:
-        return self._load(ITEMS, required=False)
+        return self._table(ITEMS)
 
     def pois(self) -> pd.DataFrame:
-        return self._load(POIS, required=False)
+        return self._table(POIS)
 
     def date_range(self) -> tuple[date, date]:
         return days_of(self._interactions)
