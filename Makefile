@@ -78,8 +78,8 @@ bench-two-tower: install
 bench-rank: install
 	$(BIN)/python benchmarks/bench_rank.py
 
-# Next-POI on `large` (20,000 of its users, all 6,000 POIs): self-attention vs AutoCorrelation, with and without the
-# distance term, beside the baselines; training samples/s (about 50 minutes on 2 cores; add --users 0 on a GPU).
+# Next-POI on `large` (2,500 of its users, all 6,000 POIs): self-attention vs AutoCorrelation, with and without the
+# distance term, beside the baselines; training samples/s (about 30 minutes on 2 cores; --users 0 on a GPU).
 bench-next-poi: install
 	$(BIN)/python benchmarks/bench_next_poi.py
 

@@ -46,6 +46,9 @@ def summary(settings: Settings) -> str:
 
         lines += ["", "evaluation (test split, full ranking, train+val items excluded):", "",
                   markdown_table(wh.read("evaluation"))]
+    if "next_poi" in assets and wh.rows("next_poi"):
+        lines += ["", "next POI (test check-ins, every POI ranked):", "",
+                  wh.read("next_poi").to_markdown(index=False, floatfmt=".4f")]
     lines += ["", f"warehouse   {wh.root}", "SQL         kwai sql \"select * from splits limit 5\"",
               f"catalog     duckdb {wh.catalog_path}",
               f"MLflow      mlflow ui --backend-store-uri {ModelStore(settings.home).tracking_uri}",

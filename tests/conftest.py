@@ -36,7 +36,7 @@ RUN_CONFIG = {"ops": {"interest_model": {"config": INTEREST}, "cf_model": {"conf
                       "two_tower": {"config": TWO_TOWER}, "item2vec": {"config": ITEM2VEC},
                       "candidates": {"config": CANDIDATES}, "ranker": {"config": RANKER},
                       "next_poi": {"config": NEXT_POI},
-                      "adapter": {"config": {"align_weight": 0.1}}}}
+                      "adapter": {"config": {"align_weight": 0.1, "eval_every": 5}}}}
 SESSION_REDIS: list[str] = []        # the session's server, so that no test home starts its own
 INSTANCES: dict[Path, dg.DagsterInstance] = {}
 

@@ -60,9 +60,10 @@ def latest_run_id(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCont
     return str(event.asset_materialization.metadata["mlflow_run_id"].value)
 
 
-def check_result(problems: list[str], ok: str, **metadata: object) -> dg.AssetCheckResult:
+def check_result(problems: list[str], ok: str, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+                 **metadata: object) -> dg.AssetCheckResult:
     """A check's result from its pure function's problems: passed when there are none."""
-    return dg.AssetCheckResult(passed=not problems, description="; ".join(problems[:5]) or ok,
+    return dg.AssetCheckResult(passed=not problems, description="; ".join(problems[:5]) or ok, severity=severity,
                                metadata={"problems": len(problems), **{k: _plain(v) for k, v in metadata.items()}})
 
 

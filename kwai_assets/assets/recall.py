@@ -175,4 +175,4 @@ def candidates_merged_recall(context: dg.AssetCheckExecutionContext, merged: pd.
                          + [{"source": "merged", "size": depth, "recall": float(meta.get("merged_recall", 0.0))}])
     return check_result(merged_recall_problems(table, depth),
                         f"merged recall {float(meta.get('merged_recall', 0.0)):.4f} is at least every channel's",
-                        merged_recall=float(meta.get("merged_recall", 0.0)))
+                        severity=dg.AssetCheckSeverity.WARN, merged_recall=float(meta.get("merged_recall", 0.0)))

@@ -1,8 +1,10 @@
-"""Distances on the sphere, and each user's usual places: the location features of the ranker and next-POI."""
+"""Distances on the sphere, nearest places, and each user's usual places: the location features of the ranker,
+next-POI and the synthetic source."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.spatial import cKDTree
 
 EARTH_KM = 6371.0
 
@@ -44,3 +46,20 @@ def distance_to_usual_places(places: np.ndarray, users: np.ndarray, coordinates:
     km = haversine_km(places[users, :, 0], places[users, :, 1], coordinates[:, None, 0], coordinates[:, None, 1])
     known = ~np.isnan(km)
     return np.where(known.any(axis=1), np.where(known, km, np.inf).min(axis=1), np.nan)
+
+
+def nearest_pois(xy: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[n, k] each POI's k nearest POIs (itself first) and their great-circle km; rows of POIs without coordinates
+    (and padding row 0) point at POI 0 with NaN km."""
+    n = len(xy)
+    index, km = np.zeros((n, k), dtype=np.int64), np.full((n, k), np.nan, dtype=np.float32)
+    known = np.flatnonzero(~np.isnan(xy).any(axis=1))
+    k = min(k, len(known))
+    if k:
+        lat, lon = np.radians(xy[known, 0]), np.radians(xy[known, 1])
+        unit = np.c_[np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)]   # chord order = arc order
+        _, near = cKDTree(unit).query(unit, k=k)
+        near = known[near.reshape(len(known), k)]
+        index[known, :k] = near
+        km[known, :k] = haversine_km(xy[known, None, 0], xy[known, None, 1], xy[near, 0], xy[near, 1])
+    return index, km

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from kwai_assets.core.geo import haversine_km
-from kwai_assets.core.sql import frame
+from kwai_assets.core.sql import KM_MACRO, frame
 
 KS = (1, 5, 10)
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-KM_MACRO = ("CREATE MACRO km(lat1, lon1, lat2, lon2) AS 2 * 6371 * asin(sqrt(pow(sin(radians(lat2 - lat1) / 2), 2) "
-            "+ cos(radians(lat1)) * cos(radians(lat2)) * pow(sin(radians(lon2 - lon1) / 2), 2)))")  # haversine_km
 
 
 @dataclass(frozen=True)
@@ -120,11 +118,13 @@ class Queries:
 
 
 def ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """1-based rank of each row's target among its scores (ties count against the target); column 0 is padding."""
+    """1-based rank of each row's target among its scores (ties count against the target, a target that is not
+    finite is last); column 0 is padding."""
     scores = np.asarray(scores, dtype=np.float64).copy()
     scores[:, 0] = -np.inf
     mine = scores[np.arange(len(targets)), targets]
-    return (scores > mine[:, None]).sum(axis=1) + (scores == mine[:, None]).sum(axis=1)
+    rank = (scores > mine[:, None]).sum(axis=1) + (scores == mine[:, None]).sum(axis=1)
+    return np.where(np.isfinite(mine), rank, scores.shape[1])
 
 
 def protocol_metrics(rank: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
@@ -143,23 +143,24 @@ def _popularity(checkins: pd.DataFrame, n_pois: int) -> np.ndarray:
 
 
 def baseline_scores(name: str, checkins: pd.DataFrame, catalog: POICatalog, queries: Queries,
-                    radius_km: float = 2.0, batch: int = 4096):
+                    radius_km: float = 2.0, cells: int = 2**24):
     """Yields (rows, scores) batches of one baseline for `queries`; the last check-in's POI is never proposed
     (consecutive check-ins at one POI are one stay).
 
     popular: train check-ins per POI. radius_popular: the POIs within `radius_km` of the last check-in first, each
     group by popularity. markov: first-order transitions counted on consecutive train check-ins, popularity
-    breaking ties.
+    breaking ties. Batches hold about `cells` scores (the transitions are sparse): Foursquare's 60k venues fit.
     """
     n = len(catalog.category)
+    batch = max(1, cells // n)
     pop = _popularity(checkins, n)
     scale = pop.max() + 1.0
     if name == "markov":
         train = checkins[checkins["split"] == "train"]
         user, poi = train["user_idx"].to_numpy(), train["poi_idx"].to_numpy()
         same = user[1:] == user[:-1]
-        transitions = np.zeros((n, n))
-        np.add.at(transitions, (poi[:-1][same], poi[1:][same]), 1.0)
+        pairs = (poi[:-1][same], poi[1:][same])
+        transitions = sp.csr_matrix((np.ones(len(pairs[0])), pairs), shape=(n, n))    # duplicates summed
     for lo in range(0, len(queries.rows), batch):
         last = queries.last[lo:lo + batch]
         if name == "popular":
@@ -169,7 +170,7 @@ def baseline_scores(name: str, checkins: pd.DataFrame, catalog: POICatalog, quer
                               catalog.xy[None, :, 1])
             scores = pop + scale * (km <= radius_km)
         elif name == "markov":
-            scores = transitions[last] * scale + pop
+            scores = transitions[last].toarray() * scale + pop
         else:
             raise ValueError(f"unknown next-POI baseline {name!r}; choose popular, radius_popular or markov")
         scores = np.array(scores, dtype=np.float64)

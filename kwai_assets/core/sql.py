@@ -10,6 +10,11 @@ def frame(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
     return con.sql(query).arrow().read_all().to_pandas()
 
 
+# haversine_km (core/geo.py) as a DuckDB macro: `con.execute(KM_MACRO)`, then km(lat1, lon1, lat2, lon2)
+KM_MACRO = ("CREATE MACRO km(lat1, lon1, lat2, lon2) AS 2 * 6371 * asin(sqrt(pow(sin(radians(lat2 - lat1) / 2), 2) "
+            "+ cos(radians(lat1)) * cos(radians(lat2)) * pow(sin(radians(lon2 - lon1) / 2), 2)))")
+
+
 def ident(name: str) -> str:
     """`name` as a quoted DuckDB identifier, inner double quotes doubled.
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from kwai_assets.core.sql import KM_MACRO
 from kwai_assets.llm.text import count_tokens, render
 
 USER_TASK = "Summarise the spatio-temporal preferences of this user."
@@ -65,6 +66,7 @@ def _connect(splits: pd.DataFrame, id_maps: pd.DataFrame, user_attributes: pd.Da
              poi_attributes: pd.DataFrame) -> duckdb.DuckDBPyConnection:
     """Train rows plus lookups from index space to readable names."""
     con = duckdb.connect()
+    con.execute(KM_MACRO)
     con.register("splits", splits)
     con.register("maps", id_maps)
     con.register("poi_attributes", poi_attributes)
@@ -111,9 +113,7 @@ def user_prompts(splits: pd.DataFrame, id_maps: pd.DataFrame, user_attributes: p
                 SELECT user_idx, count(*) AS n, median(lat) AS lat, median(lon) AS lon, avg({WEEKEND}) AS weekend
                 FROM train GROUP BY 1),
             radius AS (
-                SELECT t.user_idx, quantile_cont(2 * 6371 * asin(sqrt(
-                    sin(radians(t.lat - h.lat) / 2) ^ 2 +
-                    cos(radians(h.lat)) * cos(radians(t.lat)) * sin(radians(t.lon - h.lon) / 2) ^ 2)), 0.9) AS km
+                SELECT t.user_idx, quantile_cont(km(h.lat, h.lon, t.lat, t.lon), 0.9) AS km
                 FROM train t JOIN home h USING (user_idx) GROUP BY 1),
             parts AS ({_ranked("user_idx", DAY_PART, "train", 4)}),
             hours AS ({_ranked("user_idx", "hour(ts)", "train", 3)}),

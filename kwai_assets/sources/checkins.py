@@ -9,9 +9,13 @@ Both are tab-separated without a header; the layout is told by the number of col
   ("2010-10-19T23:55:27Z"), latitude, longitude, location.
 
 A venue is both the item and the POI; the POI's coordinates are the median of
-its check-ins', its category and UTC offset those of its first check-in (the
-offset is kept as the POI attribute `utc_offset_min`, so that the hour of
-week of a check-in is local while `ts` stays UTC as the contract says).
+its check-ins', its category that of its first check-in, its UTC offset the
+most frequent one of its check-ins (kept as the POI attribute
+`utc_offset_min`, so that the hour of week of a check-in is local while `ts`
+stays UTC as the contract says). One offset per venue puts the check-ins on
+the other side of a daylight-saving change an hour off (TSMC2014 NYC spans
+one). Gowalla gives no offset: its venues get local solar time, 60 minutes
+per 15 degrees of longitude.
 Coordinates out of range, times that do not parse and users with a single
 check-in are refused, each problem naming the file, the column and how many
 rows have it.
@@ -63,16 +67,27 @@ def _problems(con: duckdb.DuckDBPyConnection, file: str, columns: tuple[str, ...
     return problems
 
 
+def _read(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """The file as the table `delivered`, all text; UTF-8, else Latin-1 (some public exports are)."""
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE delivered AS SELECT * FROM read_csv($path, header = false, "
+                        "delim = '\t', all_varchar = true, quote = '', escape = '', encoding = $encoding)",
+                        {"path": str(path), "encoding": encoding})
+            return
+        except duckdb.Error as err:
+            error = err
+    raise ContractError(f"{path.name}: cannot be read as a tab-separated check-in file: {error}") from error
+
+
 def read_checkins(path: Path) -> dict[str, pd.DataFrame]:
     """The interactions, users, items and pois tables of a Foursquare or Gowalla check-in file."""
     file = path.name
+    if path.stat().st_size == 0:
+        raise ContractError(f"{file}: the file is empty (0 check-ins)")
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        try:
-            con.execute("CREATE TEMP TABLE delivered AS SELECT * FROM read_csv($path, header = false, delim = '\t', "
-                        "all_varchar = true, quote = '', escape = '')", {"path": str(path)})
-        except duckdb.Error as err:
-            raise ContractError(f"{file}: cannot be read as a tab-separated check-in file: {err}") from err
+        _read(con, path)
         found = [c for (c,) in con.execute("SELECT column_name FROM (DESCRIBE delivered)").fetchall()]
         if len(found) not in LAYOUTS:
             raise ContractError(f"{file}: {len(found)} tab-separated columns; a check-in file has 8 (Foursquare: "
@@ -80,14 +95,14 @@ def read_checkins(path: Path) -> dict[str, pd.DataFrame]:
         layout, columns = LAYOUTS[len(found)]
         renamed = ", ".join(f"nullif(trim(\"{old}\"), '') AS {new}" for old, new in zip(found, columns, strict=True))
         con.execute(f"CREATE TEMP VIEW raw AS SELECT {renamed} FROM delivered")
-        if not con.execute("SELECT count(*) FROM raw").fetchall()[0][0]:
-            raise ContractError(f"{file}: the file is empty (0 check-ins)")
         time = (f"try_strptime(utc_time, '{FOURSQUARE_TIME}')" if layout == "Foursquare"
                 else "CAST(TRY_CAST(utc_time AS TIMESTAMPTZ) AS TIMESTAMP)")
         if problems := _problems(con, file, columns, time):
             raise ContractError("\n".join(problems))
         category = "venue_category" if layout == "Foursquare" else "NULL"
-        offset = "CAST(tz_offset_min AS DOUBLE)" if layout == "Foursquare" else "0.0"
+        # Gowalla gives no offset: local solar time, 60 minutes per 15 degrees of longitude
+        offset = ("CAST(tz_offset_min AS DOUBLE)" if layout == "Foursquare"
+                  else "round(CAST(longitude AS DOUBLE) / 15) * 60")
         con.execute(f"""CREATE TEMP TABLE visits AS SELECT user_id, venue_id, {category} AS category,
                         CAST(latitude AS DOUBLE) AS lat, CAST(longitude AS DOUBLE) AS lon, {time} AS ts,
                         {offset} AS utc_offset_min FROM raw""")
@@ -98,7 +113,7 @@ def read_checkins(path: Path) -> dict[str, pd.DataFrame]:
             "items": "SELECT venue_id AS item_id, venue_id AS poi_id, arg_min(category, ts) AS category "
                      "FROM visits GROUP BY venue_id ORDER BY venue_id",
             "pois": "SELECT venue_id AS poi_id, median(lat) AS lat, median(lon) AS lon, arg_min(category, ts) AS "
-                    "category, CAST(arg_min(utc_offset_min, ts) AS BIGINT) AS utc_offset_min "
+                    "category, CAST(mode(utc_offset_min) AS BIGINT) AS utc_offset_min "
                     "FROM visits GROUP BY venue_id ORDER BY venue_id",
         }
         out = {}

@@ -94,8 +94,10 @@ class FilesSource:
         path = checkins.find(self.directory)
         if path is None:
             return None
-        if (other := self._find(INTERACTIONS.name)) is not None:
-            raise ValueError(f"files source: {self.directory} holds both {path.name} and {other.name}; keep one")
+        others = [p.name for spec in (INTERACTIONS, USERS, ITEMS, POIS) if (p := self._find(spec.name)) is not None]
+        if others:
+            raise ValueError(f"files source: {self.directory} holds both {path.name} and {', '.join(others)}; a "
+                             f"check-in file is the whole delivery, keep one or the other")
         return checkins.read_checkins(path)
 
     def _table(self, spec: TableSpec, required: bool = False) -> pd.DataFrame:

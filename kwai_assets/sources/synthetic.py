@@ -50,7 +50,8 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
+
+from kwai_assets.core.geo import nearest_pois
 
 CITIES = {  # name: (lat, lon)
     "Beijing": (39.904, 116.407),
@@ -183,9 +184,7 @@ class SyntheticSource:
                               p.categories - 1)
         cell = district * p.categories + category
         anchor = w["cell_start"][cell] + _skewed(w["cell_count"][cell], rng.random(cell.shape), 1.5)
-        # km on a local plane: one degree of latitude is 111 km, of longitude 111 km x cos(latitude)
-        xy = w["poi_xy"] * [111.0, 111.0 * np.cos(np.radians(w["poi_xy"][:, 0].mean()))]
-        km, near = cKDTree(xy).query(xy, k=NEAR + 1)
+        near, km = nearest_pois(w["poi_xy"], NEAR + 1)           # the POI itself first
         return {"anchor": anchor, "schedule": rng.integers(0, ANCHORS, (p.users, 2, BANDS)),
                 "near": near[:, 1:], "near_km": km[:, 1:]}
 
