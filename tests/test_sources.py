@@ -29,8 +29,9 @@ def test_synthetic_plants_category_tastes():
     category = src.items().set_index("item_id")["category"]
     clicks = clicks.assign(category=clicks["item_id"].map(category)).dropna(subset=["category"])
     favourite = clicks.groupby("user_id")["category"].agg(lambda c: c.value_counts(normalize=True).iloc[0])
-    # with Dirichlet(0.3) tastes over 8 categories, a user's top category takes far more than 1/8
-    assert favourite.median() > 0.4
+    # with Dirichlet(0.3) tastes over 8 categories, a user's top category takes far more than 1/8 (routines and
+    # nearby moves, drawn by taste too, dilute it a little: 0.39 here, 0.40 without them)
+    assert favourite.median() > 0.3
 
 
 def test_synthetic_dirt_is_what_clean_removes():
