@@ -75,6 +75,7 @@ def next_poi(context: dg.AssetExecutionContext, config: NextPOIRunConfig, models
     catalog, n_categories = POICatalog.from_frames(poi_attributes, id_maps), index_sizes(id_maps)["category"]
     settings = to_dataclass(config, model.NextPOIConfig)
     name = f"next_poi ({settings.encoder})"
+    test = Queries.of(checkins, "test")
     params = {**config.model_dump(), "device": device().type,
               "train_checkins": int((checkins["split"] == "train").sum())}
     with models.run(context, params) as run:
@@ -87,22 +88,24 @@ def next_poi(context: dg.AssetExecutionContext, config: NextPOIRunConfig, models
                                                         dataclasses.replace(settings, distance=False))
             results[f"{name} without distance"] = model.evaluate(plain, checkins, "test")
             problems += [f"without distance: {p}" for p in training_problems(plain_history)]
-        results |= baseline_metrics(checkins, catalog, Queries.of(checkins, "test"), config.radius_km)
+        results |= baseline_metrics(checkins, catalog, test, config.radius_km)
         run.log_metrics({f"test.{re.sub(r'[^a-z_]+', '_', method)}.{k}": v
                          for method, found in results.items() for k, v in found.items()})
         table = protocol_table(results)
-        run.log_text(table.to_markdown(index=False, floatfmt=".4f"), "next_poi.md")
+        markdown = table.to_markdown(index=False, floatfmt=".4f")
+        run.log_text(markdown, "next_poi.md")
     guard(context, "next_poi", table, problems)
     best = max(history, key=lambda h: h.get("val_mrr", 0.0))
+    curve = pd.DataFrame(history)
     return dg.Output(table, metadata={
-        "results": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f")),
+        "results": dg.MetadataValue.md(markdown),
         "mlflow_run_id": run.run_id, "encoder": settings.encoder, "epochs_run": len(history),
         "best_epoch": int(best["epoch"]), "best_val_mrr": float(best.get("val_mrr", 0.0)),
         "best_val_acc_at_10": float(best.get("val_acc_at_10", 0.0)),
         "first_loss": float(history[0]["loss"]), "final_loss": float(history[-1]["loss"]),
-        "loss_curve": dg.MetadataValue.md(pd.DataFrame(history).to_markdown(index=False, floatfmt=".4f")),
-        "test_queries": len(Queries.of(checkins, "test").rows),
-        "samples_per_s": float(pd.DataFrame(history)["samples_per_s"].mean()), "device": device().type})
+        "loss_curve": dg.MetadataValue.md(curve.to_markdown(index=False, floatfmt=".4f")),
+        "test_queries": len(test.rows), "samples_per_s": float(curve["samples_per_s"].mean()),
+        "device": device().type})
 
 
 @dg.asset_check(asset=next_poi, name="next_poi_beats_baselines",

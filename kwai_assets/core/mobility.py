@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from kwai_assets.core.geo import haversine_km
+from kwai_assets.core.sequences import run_starts
 from kwai_assets.core.sql import KM_MACRO, frame
 
 KS = (1, 5, 10)
@@ -106,8 +107,7 @@ class Queries:
     @classmethod
     def of(cls, checkins: pd.DataFrame, split: str) -> Queries:
         """Every check-in of `split` that has an earlier check-in of its user."""
-        user = checkins["user_idx"].to_numpy()
-        has_prev = np.r_[False, user[1:] == user[:-1]]
+        has_prev = run_starts(checkins["user_idx"].to_numpy()) < np.arange(len(checkins))
         rows = np.flatnonzero(has_prev & (checkins["split"].to_numpy() == split))
         poi = checkins["poi_idx"].to_numpy()
         return cls(rows, poi, poi[rows - 1])

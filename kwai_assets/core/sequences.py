@@ -114,3 +114,11 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
         item_poi=item_poi,
         n_pois=int(item_poi.max()) + 1,
     )
+
+
+def run_starts(keys: np.ndarray) -> np.ndarray:
+    """For rows grouped by `keys` (e.g. sorted by user), the row at which each row's run of equal keys begins:
+    its user's first row."""
+    keys = np.asarray(keys)
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, dtype=bool)
+    return np.maximum.accumulate(np.where(first, np.arange(len(keys)), 0))

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from kwai_assets.core.evaluation import device
 from kwai_assets.core.geo import EARTH_KM, nearest_pois
 from kwai_assets.core.mobility import POICatalog, Queries, protocol_metrics, ranks
+from kwai_assets.core.sequences import run_starts
 from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
 
@@ -246,14 +247,12 @@ class CheckinArrays:
 
     @classmethod
     def from_frame(cls, checkins: pd.DataFrame) -> CheckinArrays:
-        user = checkins["user_idx"].to_numpy()
-        start = np.r_[True, user[1:] != user[:-1]] if len(user) else np.zeros(0, dtype=bool)
         ts = checkins["ts"].astype("datetime64[us]").to_numpy()
         hours = ((ts - ts.min()) / np.timedelta64(1, "s") / 3600.0) if len(ts) else np.zeros(0)
         gaps = np.log1p(checkins[["hours_since_prev", "km_since_prev"]].fillna(0.0).clip(lower=0).to_numpy())
         return cls(checkins["poi_idx"].to_numpy(np.int64), checkins["category_idx"].to_numpy(np.int64),
                    checkins["hour_of_week"].to_numpy(np.int64), hours.astype(np.float64), gaps.astype(np.float32),
-                   np.maximum.accumulate(np.where(start, np.arange(len(user)), 0)))
+                   run_starts(checkins["user_idx"].to_numpy()))
 
     def batch(self, rows: np.ndarray, length: int, dev: torch.device) -> Batch:
         """Each target row with the `length` check-ins before it (left-padded within the user)."""

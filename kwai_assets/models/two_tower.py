@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from kwai_assets.core.evaluation import EvalData, Scorer, device, evaluate
 from kwai_assets.core.reid import index_sizes
+from kwai_assets.core.sequences import run_starts
 from kwai_assets.core.vectors import dot_product
 from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
@@ -94,8 +95,7 @@ class TwoTowerData:
         n_users, n_items = sizes["user"], sizes["item"]
         train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
         seq_users = train["user_idx"].to_numpy().astype(np.int64)
-        first = np.r_[True, seq_users[1:] != seq_users[:-1]]
-        seq_start = np.maximum.accumulate(np.where(first, np.arange(len(seq_users)), 0))
+        seq_start = run_starts(seq_users)
         attrs, sizes = user_attribute_codes(users, id_maps, n_users)
         features, feature_sizes = item_feature_codes(splits, n_items)
         return cls(n_users=n_users, n_items=n_items, seq_items=train["item_idx"].to_numpy().astype(np.int64),

@@ -22,6 +22,7 @@ rows have it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -30,25 +31,43 @@ import pandas as pd
 from kwai_assets.sources.contract import INTERACTIONS, ITEMS, POIS, USERS, ContractError, conform
 
 NAMES = ("checkins.txt", "checkins.txt.gz", "checkins.tsv")
-FOURSQUARE_TIME = "%a %b %d %H:%M:%S +0000 %Y"
-LAYOUTS = {
-    8: ("Foursquare", ("user_id", "venue_id", "venue_category_id", "venue_category", "latitude", "longitude",
-                       "tz_offset_min", "utc_time")),
-    5: ("Gowalla", ("user_id", "utc_time", "latitude", "longitude", "venue_id")),
-}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One public layout: its columns in order, and SQL over them for the check-in's time, category, UTC offset."""
+    name: str
+    columns: tuple[str, ...]
+    time: str                  # NULL where the value does not parse
+    time_example: str
+    category: str
+    offset: str
+
+
+LAYOUTS = {layout.name: layout for layout in (
+    Layout("Foursquare", ("user_id", "venue_id", "venue_category_id", "venue_category", "latitude", "longitude",
+                          "tz_offset_min", "utc_time"),
+           time="try_strptime(utc_time, '%a %b %d %H:%M:%S +0000 %Y')", time_example="Tue Apr 03 18:00:09 +0000 2012",
+           category="venue_category", offset="CAST(tz_offset_min AS DOUBLE)"),
+    # Gowalla gives no offset: local solar time, 60 minutes per 15 degrees of longitude
+    Layout("Gowalla", ("user_id", "utc_time", "latitude", "longitude", "venue_id"),
+           time="CAST(TRY_CAST(utc_time AS TIMESTAMPTZ) AS TIMESTAMP)", time_example="2010-10-19T23:55:27Z",
+           category="NULL", offset="round(CAST(longitude AS DOUBLE) / 15) * 60"),
+)}
+BY_WIDTH = {len(layout.columns): layout for layout in LAYOUTS.values()}
 
 
 def find(directory: Path) -> Path | None:
     return next((directory / n for n in NAMES if (directory / n).exists()), None)
 
 
-def _problems(con: duckdb.DuckDBPyConnection, file: str, columns: tuple[str, ...], time: str) -> list[str]:
+def _problems(con: duckdb.DuckDBPyConnection, file: str, layout: Layout) -> list[str]:
+    columns = layout.columns
+
     def column(name: str) -> str:
         return f"column {columns.index(name) + 1} ({name})"
 
-    checks = [(f"{time} IS NULL", "utc_time", "values that are not a UTC time"
-               + (" like 'Tue Apr 03 18:00:09 +0000 2012'" if "venue_category" in columns else
-                  " like '2010-10-19T23:55:27Z'"))]
+    checks = [(f"{layout.time} IS NULL", "utc_time", f"values that are not a UTC time like '{layout.time_example}'")]
     for name, bound in (("latitude", 90), ("longitude", 180)):
         checks.append((f"TRY_CAST({name} AS DOUBLE) IS NULL OR abs(TRY_CAST({name} AS DOUBLE)) > {bound}", name,
                        f"values that are not a number in [-{bound}, {bound}]"))
@@ -89,23 +108,18 @@ def read_checkins(path: Path) -> dict[str, pd.DataFrame]:
         con.execute("SET TimeZone = 'UTC'")
         _read(con, path)
         found = [c for (c,) in con.execute("SELECT column_name FROM (DESCRIBE delivered)").fetchall()]
-        if len(found) not in LAYOUTS:
-            raise ContractError(f"{file}: {len(found)} tab-separated columns; a check-in file has 8 (Foursquare: "
-                                f"{', '.join(LAYOUTS[8][1])}) or 5 (Gowalla: {', '.join(LAYOUTS[5][1])})")
-        layout, columns = LAYOUTS[len(found)]
-        renamed = ", ".join(f"nullif(trim(\"{old}\"), '') AS {new}" for old, new in zip(found, columns, strict=True))
+        if len(found) not in BY_WIDTH:
+            raise ContractError(f"{file}: {len(found)} tab-separated columns; a check-in file has " + " or ".join(
+                f"{len(layout.columns)} ({layout.name}: {', '.join(layout.columns)})" for layout in LAYOUTS.values()))
+        layout = BY_WIDTH[len(found)]
+        renamed = ", ".join(f"nullif(trim(\"{old}\"), '') AS {new}"
+                            for old, new in zip(found, layout.columns, strict=True))
         con.execute(f"CREATE TEMP VIEW raw AS SELECT {renamed} FROM delivered")
-        time = (f"try_strptime(utc_time, '{FOURSQUARE_TIME}')" if layout == "Foursquare"
-                else "CAST(TRY_CAST(utc_time AS TIMESTAMPTZ) AS TIMESTAMP)")
-        if problems := _problems(con, file, columns, time):
+        if problems := _problems(con, file, layout):
             raise ContractError("\n".join(problems))
-        category = "venue_category" if layout == "Foursquare" else "NULL"
-        # Gowalla gives no offset: local solar time, 60 minutes per 15 degrees of longitude
-        offset = ("CAST(tz_offset_min AS DOUBLE)" if layout == "Foursquare"
-                  else "round(CAST(longitude AS DOUBLE) / 15) * 60")
-        con.execute(f"""CREATE TEMP TABLE visits AS SELECT user_id, venue_id, {category} AS category,
-                        CAST(latitude AS DOUBLE) AS lat, CAST(longitude AS DOUBLE) AS lon, {time} AS ts,
-                        {offset} AS utc_offset_min FROM raw""")
+        con.execute(f"""CREATE TEMP TABLE visits AS SELECT user_id, venue_id, {layout.category} AS category,
+                        CAST(latitude AS DOUBLE) AS lat, CAST(longitude AS DOUBLE) AS lon, {layout.time} AS ts,
+                        {layout.offset} AS utc_offset_min FROM raw""")
         views = {
             "interactions": "SELECT user_id, venue_id AS item_id, venue_id AS poi_id, lat, lon, ts, "
                             "'checkin' AS event FROM visits ORDER BY user_id, ts, venue_id",

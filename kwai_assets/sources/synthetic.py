@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from kwai_assets.core.geo import nearest_pois
+from kwai_assets.core.sequences import run_starts
 
 CITIES = {  # name: (lat, lon)
     "Beijing": (39.904, 116.407),
@@ -242,8 +243,7 @@ class SyntheticSource:
         `poi` in place). Returns where each user is before each click: the POI of the last visit, -1 at home."""
         m, taste, poi_category = self.mobility, self.world["user_taste"], self.world["poi_category"]
         n = len(poi)
-        first = np.r_[True, user[1:] != user[:-1]] if n else np.zeros(0, dtype=bool)
-        step = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+        step = np.arange(n) - run_starts(user)          # position of each click in its user's day
         here = np.full(n, -1)
         for k in range(1, int(step.max(initial=0)) + 1):
             rows = np.flatnonzero(step == k)
