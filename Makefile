@@ -11,8 +11,11 @@ LOG        := $(KWAI_HOME)/logs
 # (full training: `make bench-next-poi`). Everything else runs the defaults.
 DEMO_CONFIG ?= {"ops": {"adapter": {"config": {"epochs": 8}}, "ranker": {"config": {"patience": 1}}, "interest_model": {"config": {"patience": 1}}, "cf_model": {"config": {"patience": 1}}, "next_poi": {"config": {"epochs": 6}}}}
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k
+PORT       ?= 8000
+# where the service answers: the `recommendations` asset links its explorer page from the Dagster UI
+export KWAI_SERVICE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: install demo demo-movielens ui redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models bench-recall bench-two-tower bench-rank bench-next-poi clean
+.PHONY: install demo demo-movielens ui serve redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models bench-recall bench-two-tower bench-rank bench-next-poi bench-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +54,10 @@ demo-movielens:
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
+# The HTTP API and the explorer page over KWAI_HOME's warehouse and online store, on 127.0.0.1:$(PORT).
+serve: install
+	$(BIN)/kwai serve --host 127.0.0.1 --port $(PORT)
+
 test: install
 	$(BIN)/ruff check kwai_assets tests benchmarks
 	$(BIN)/python -m pytest
@@ -82,6 +89,10 @@ bench-rank: install
 # distance term, beside the baselines; training samples/s (about 30 minutes on 2 cores; --users 0 on a GPU).
 bench-next-poi: install
 	$(BIN)/python benchmarks/bench_next_poi.py
+
+# A bounded load test of /users/{id}/recommendations with 100,000 users in Redis: req/s, p50 and p99 (a minute).
+bench-serve: install
+	$(BIN)/python benchmarks/bench_serve.py
 
 bench-llm: install
 	$(BIN)/python benchmarks/bench_llm.py

@@ -12,10 +12,12 @@
     kwai redis start     # the online store: KWAI_REDIS_URL, or the embedded server of KWAI_HOME (started)
     kwai redis url       # its URL (no password); exits 1 if the embedded server is not running
     kwai redis stop      # stop the embedded server of KWAI_HOME
+    kwai serve [--host 127.0.0.1] [--port 8000]   # the HTTP API and the explorer page (kwai_assets/service)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import pandas as pd
@@ -86,6 +88,28 @@ def redis_command(action: str, settings: Settings) -> int:
     return 0
 
 
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`kwai serve`: the HTTP API and the explorer over KWAI_HOME's warehouse and the online store."""
+    import uvicorn
+
+    from kwai_assets.io.online_store import OnlineStore, safe_url
+    from kwai_assets.io.redis_server import embedded_redis
+    from kwai_assets.service.app import create_app
+    from kwai_assets.service.lookup import WarehouseLookup
+
+    url = settings.redis_url or embedded_redis(settings.home)
+    try:
+        store = OnlineStore.connect(url, os.environ.get("KWAI_REDIS_PASSWORD") or None)
+    except ConnectionError as err:
+        print(err, file=sys.stderr)
+        return 1
+    app = create_app(WarehouseLookup(settings.home), store, safe_url(url))
+    print(f"serving {settings.home} and the online store at {safe_url(url)} on http://{args.host}:{args.port} "
+          f"(explorer: http://{args.host}:{args.port}/explorer)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """`kwai demo` and `kwai run`: in-process runs recorded in the Dagster instance of DAGSTER_HOME."""
     import json
@@ -143,8 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("catalog", help="rebuild catalog.duckdb views")
     sub.add_parser("redis", help="the online store's server: start (prints its URL), url, stop").add_argument(
         "action", choices=["start", "url", "stop"])
+    serve = sub.add_parser("serve", help="the HTTP API and the explorer page over the online store")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "serve":
+        return serve_command(args, settings)
     if args.command == "redis":
         return redis_command(args.action, settings)
     if args.command in ("demo", "run"):

@@ -28,6 +28,7 @@ class Settings:
     redis_url: str = ""             # KWAI_REDIS_URL: the online store; empty = an embedded server under home
     encoder: str = "auto"           # KWAI_ENCODER: auto | sentence | hashed | llm (what embeds the profiles)
     encoder_model: str = ""         # KWAI_ENCODER_MODEL: local encoder folder; empty = the packaged all-MiniLM-L6-v2
+    service_url: str = "http://127.0.0.1:8000"   # KWAI_SERVICE_URL: where `make serve` answers (the UI links to it)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -45,6 +46,7 @@ class Settings:
             redis_url=env.get("KWAI_REDIS_URL", ""),
             encoder=env.get("KWAI_ENCODER", "auto"),
             encoder_model=env.get("KWAI_ENCODER_MODEL", ""),
+            service_url=env.get("KWAI_SERVICE_URL", "http://127.0.0.1:8000"),
         )
 
     @property

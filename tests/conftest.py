@@ -2,7 +2,9 @@
 `kwai_assets.jobs` (the same runs as `make demo`), on a Dagster instance per home."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -123,3 +125,61 @@ def built(tmp_path_factory) -> tuple[Settings, Runs]:
 @pytest.fixture(scope="session")
 def warehouse(built) -> Warehouse:
     return Warehouse(built[0].home)
+
+
+@dataclasses.dataclass
+class Served:
+    """The service over the `built` home, with its online store published by the asset under its own prefix."""
+    settings: Settings
+    store: object
+    app: object
+    instance: dg.DagsterInstance
+
+    def publish(self) -> dg.ExecuteInProcessResult:
+        """Materialize online_store again: a new version under the same prefix."""
+        from kwai_assets.resources import RedisResource
+
+        resources = {**build_resources(self.settings), "redis": RedisResource(url=SESSION_REDIS[0],
+                                                                              prefix=self.store.prefix)}
+        return dg.materialize(ALL, resources=resources, selection=ONLINE, instance=self.instance)
+
+
+@pytest.fixture(scope="session")
+def served(built) -> Served:
+    import time
+
+    from kwai_assets.io.online_store import OnlineStore
+    from kwai_assets.service.app import create_app
+    from kwai_assets.service.lookup import WarehouseLookup
+
+    settings = built[0]
+    store = OnlineStore.connect(SESSION_REDIS[0], prefix=f"served{time.monotonic_ns()}")
+    service = Served(settings, store, create_app(WarehouseLookup(settings.home), store, SESSION_REDIS[0]),
+                     instance_for(settings))
+    assert service.publish().success
+    return service
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` on uvicorn in a thread on a free loopback port; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from kwai_assets.io.redis_server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

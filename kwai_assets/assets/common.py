@@ -44,7 +44,8 @@ def to_dataclass(config: dg.Config, cls: type):
     return cls(**{k: v for k, v in config.model_dump().items() if k in names})
 
 
-def materialized_metadata(context: dg.AssetCheckExecutionContext, asset: str) -> dict[str, object]:
+def materialized_metadata(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+                          asset: str) -> dict[str, object]:
     """Metadata of the asset's latest materialization: the parameters it was built with."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     if event is None or event.asset_materialization is None:

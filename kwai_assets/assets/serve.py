@@ -9,13 +9,16 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from kwai_assets.assets.common import check_result, guard, latest_run_id
+from kwai_assets.assets.common import check_result, guard, latest_run_id, materialized_metadata
 from kwai_assets.core.evaluation import EvalData
 from kwai_assets.core.recommendations import recommendation_problems
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.io.online_store import Recommendations, lists_problems, round_trip_problems
 from kwai_assets.models import din
 from kwai_assets.resources import ModelStoreResource, RedisResource
+from kwai_assets.settings import current
+
+SERVED_FROM = ("user_vectors", "interest_item_vectors", "recommendations")    # whose model runs /health reports
 
 
 def _raw_ids(id_maps: pd.DataFrame, entity: str, idx: pd.Series) -> list[str]:
@@ -55,7 +58,8 @@ def recommendations(context: dg.AssetExecutionContext, config: RecommendationsCo
     guard(context, "recommendations", top, recommendation_problems(top, data.seen, config.k))   # train + val
     return dg.Output(top, metadata={"users": int(top["user_idx"].nunique()), "rows": len(top), "k": config.k,
                                     "candidates_scored": len(scores), "score_seconds": seconds,
-                                    "candidates_per_s": len(scores) / max(seconds, 1e-9), "mlflow_run_id": run_id})
+                                    "candidates_per_s": len(scores) / max(seconds, 1e-9), "mlflow_run_id": run_id,
+                                    "explorer": dg.MetadataValue.url(f"{current().service_url}/explorer")})
 
 
 @dg.asset_check(asset=recommendations, name="recommendations_valid", blocking=True,
@@ -90,14 +94,18 @@ def _raw_lists(top: pd.DataFrame, id_maps: pd.DataFrame) -> Recommendations:
 
 
 @dg.asset(group_name="serve", kinds={"redis"})
-def online_store(redis: RedisResource, user_vectors: pd.DataFrame, interest_item_vectors: pd.DataFrame,
-                 recommendations: pd.DataFrame, id_maps: pd.DataFrame) -> dg.MaterializeResult:
+def online_store(context: dg.AssetExecutionContext, redis: RedisResource, user_vectors: pd.DataFrame,
+                 interest_item_vectors: pd.DataFrame, recommendations: pd.DataFrame,
+                 id_maps: pd.DataFrame) -> dg.MaterializeResult:
     """User and item vectors and each user's recommendations in Redis under raw ids, as a new version switched to
-    atomically (layout: README)."""
+    atomically (layout: README); the version's meta names the model runs they came from (`run:<asset>`)."""
+    runs = {f"run:{asset}": str(materialized_metadata(context, asset).get("mlflow_run_id", ""))
+            for asset in SERVED_FROM}
     store = redis.open()
     report = store.export(_raw_ids(id_maps, "user", user_vectors["user_idx"]), np.stack(user_vectors["vector"]),
                           _raw_ids(id_maps, "item", interest_item_vectors["item_idx"]),
-                          np.stack(interest_item_vectors["vector"]), _raw_lists(recommendations, id_maps))
+                          np.stack(interest_item_vectors["vector"]), _raw_lists(recommendations, id_maps),
+                          meta=runs)
     return dg.MaterializeResult(metadata={
         "version": report.version, "users": report.users, "items": report.items,
         "recommendation_lists": report.recommendations, "seconds": report.seconds,

@@ -5,7 +5,8 @@ Layout (``prefix`` defaults to ``kwai``):
     {prefix}:current                    the live version number
     {prefix}:v{n}:{kind}:{raw_id}       float32 little-endian bytes, dim x 4 bytes (kind: user | item)
     {prefix}:v{n}:rec:{raw_user_id}     JSON [[raw_item_id, score], ...], best first
-    {prefix}:v{n}:meta                  hash: dim, users, items, recommendations, started_at
+    {prefix}:v{n}:meta                  hash: dim, users, items, recommendations, started_at, published_at,
+                                        and what the exporter adds (the model runs the vectors came from)
 
 An export writes a whole new version with pipelined SETs, then moves
 ``{prefix}:current`` to it in one command, then deletes versions older than the
@@ -30,6 +31,12 @@ for i, id in ipairs(ARGV) do
   out[i + 1] = redis.call('GET', KEYS[2] .. version .. ':' .. id)
 end
 return out
+"""
+
+INFO = """
+local version = redis.call('GET', KEYS[1])
+if not version then return {false} end
+return {version, redis.call('HGETALL', KEYS[2] .. version .. ':meta')}
 """
 
 
@@ -65,6 +72,7 @@ class OnlineStore:
     def __init__(self, client, prefix: str = "kwai", batch: int = 5_000):
         self.client, self.prefix, self.batch = client, prefix, batch
         self._read = client.register_script(READ)
+        self._info = client.register_script(INFO)
 
     @classmethod
     def connect(cls, url: str, password: str | None = None, prefix: str = "kwai") -> OnlineStore:
@@ -100,8 +108,10 @@ class OnlineStore:
                               for user in users[start:start + self.batch]})
 
     def export(self, user_ids: list[str], user_vectors: np.ndarray, item_ids: list[str] | None = None,
-               item_vectors: np.ndarray | None = None, recommendations: Recommendations | None = None) -> ExportReport:
-        """Write a new version, switch to it atomically, drop versions older than the previous one."""
+               item_vectors: np.ndarray | None = None, recommendations: Recommendations | None = None,
+               meta: dict[str, str] | None = None) -> ExportReport:
+        """Write a new version, switch to it atomically, drop versions older than the previous one. `meta` goes
+        into the version's meta hash (the model runs behind it, say), which `info` reads back."""
         start = time.perf_counter()
         if len(user_ids) != len(user_vectors):
             raise ValueError(f"{len(user_ids)} user ids for {len(user_vectors)} vectors")
@@ -109,13 +119,14 @@ class OnlineStore:
         # meta first: a version an export started is always found by the clean-up, even after a crash
         self.client.hset(f"{self.prefix}:v{version}:meta", mapping={
             "dim": int(user_vectors.shape[1]), "users": len(user_ids), "items": len(item_ids or []),
-            "recommendations": len(recommendations or {}), "started_at": time.time()})
+            "recommendations": len(recommendations or {}), "started_at": time.time(), **(meta or {})})
         self._write(version, "user", user_ids, user_vectors)
         if item_ids is not None and item_vectors is not None:
             self._write(version, "item", item_ids, item_vectors)
         if recommendations:
             self._write_lists(version, recommendations)
         previous = self.current()
+        self.client.hset(f"{self.prefix}:v{version}:meta", "published_at", time.time())
         self.client.set(f"{self.prefix}:current", version)
         removed = self._remove_older_than(previous if previous is not None else version)
         return ExportReport(version, len(user_ids), len(item_ids or []), time.perf_counter() - start, removed,
@@ -139,6 +150,14 @@ class OnlineStore:
         if not out or out[0] is None:
             return None, [None] * len(keys)
         return int(out[0]), list(out[1:])        # a missing key is Lua false: nil here, its place kept
+
+    def info(self) -> tuple[int | None, dict[str, str]]:
+        """(live version, its meta hash), read together in one Lua call; (None, {}) before the first export."""
+        out = self._info(keys=[f"{self.prefix}:current", f"{self.prefix}:v"])
+        if not out or out[0] is None:
+            return None, {}
+        flat = [v.decode() for v in out[1]]
+        return int(out[0]), dict(zip(flat[::2], flat[1::2], strict=True))
 
     def get_vectors(self, kind: str, raw_ids: list[str]) -> tuple[int | None, list[np.ndarray | None]]:
         """(version, vectors) of several ids, all from one version."""
