@@ -76,12 +76,18 @@ def test_the_page_shows_the_picked_users_places_profile_and_lists(browser, serve
 
 
 def test_without_coordinates_the_map_gives_way_to_the_history(browser, served, tmp_path):
-    """A home whose source has no coordinates (MovieLens): no check-ins, so the page lists the latest train items."""
+    """A warehouse shaped like MovieLens': no check-ins, no POI rows (and no POI `name` column), items at POI
+    "unknown" with a title; the page lists the latest train items by title instead of the map."""
     home = tmp_path / "home"
     shutil.copytree(served.settings.home / "warehouse", home / "warehouse",
                     ignore=shutil.ignore_patterns("checkins.parquet"))
-    app = create_app(WarehouseLookup(home), served.store, "test")
     wh = Warehouse(home)
+    pois = wh.read("poi_attributes")
+    wh.write(pois.iloc[:0][["poi_id", "n_interactions", "lat", "lon", "category", "has_attributes"]],
+             "poi_attributes")
+    items = wh.read("item_attributes")
+    wh.write(items.assign(poi_id="unknown", title=[f"Film {i}" for i in items["item_id"]]), "item_attributes")
+    app = create_app(WarehouseLookup(home), served.store, "test")
     user_idx = int(wh.read("recommendations")["user_idx"].iloc[1])
     maps = wh.read("id_maps")
     user = maps[(maps.entity == "user") & (maps.idx == user_idx)]["raw_id"].item()
@@ -90,6 +96,8 @@ def test_without_coordinates_the_map_gives_way_to_the_history(browser, served, t
         _pick(browser, base, user)
         assert not browser.find_element(By.ID, "places-panel").is_displayed()
         assert _items(browser, "#history li") == [r["item"] for r in expected["history"]] != []
+        titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#history li")]
+        assert titles == [f"Film {r['item']}" for r in expected["history"]]
         assert _items(browser, "#recommendations tbody tr") == [r["item"] for r in expected["recommendations"]]
 
 

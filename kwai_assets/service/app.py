@@ -134,13 +134,18 @@ def explore(lookup: WarehouseLookup, live_list, raw_user: str) -> dict[str, Any]
     version, served = live_list(raw_user)
     test = lookup.interactions(user_idx, "test")
     test_items = set(test["item_idx"].astype(int))
-    served_idx = [lookup.ids("item").to_idx.get(i, 0) for i, _ in served]
+    served_idx = [lookup.ids("item").to_idx.get(i, 0) for i, _ in served]   # 0: an id the warehouse lacks
+    kept = set(served_idx)
 
     def described(idx: list[int], **extra: list) -> list[dict[str, Any]]:
         rows = lookup.describe(idx)
         for n, (row, i) in enumerate(zip(rows, idx, strict=True)):
             row.update(rank=n + 1, in_test=i in test_items, **{k: v[n] for k, v in extra.items()})
         return rows
+
+    recommendations = described(served_idx, score=[s for _, s in served])
+    for row, (raw, _) in zip(recommendations, served, strict=True):
+        row["item"] = raw                # the served raw id, described or not
 
     try:
         profile = lookup.profile(user_idx)
@@ -152,9 +157,9 @@ def explore(lookup: WarehouseLookup, live_list, raw_user: str) -> dict[str, Any]
         "places": lookup.places(user_idx, "train"),
         "test_places": lookup.places(user_idx, "test"),
         "history": described(train["item_idx"].astype(int).tolist()[-CHANNEL_DEPTH:][::-1]),
-        "recommendations": described(served_idx, score=[s for _, s in served]),
-        "channels": {name: described(idx, kept=[i in set(served_idx) for i in idx])
-                     for name, idx in lookup.candidates(user_idx, CHANNEL_DEPTH).items()},
+        "recommendations": recommendations,
+        "channels": {name: described(idx, kept=[i in kept for i in idx], channel_rank=ranks)
+                     for name, (idx, ranks) in lookup.candidates(user_idx, CHANNEL_DEPTH).items()},
         "test": described(test_order := test["item_idx"].drop_duplicates().astype(int).tolist(),
-                          served=[i in set(served_idx) for i in test_order]),
+                          served=[i in kept for i in test_order]),
     }

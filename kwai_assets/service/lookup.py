@@ -21,6 +21,7 @@ from kwai_assets.io.warehouse import Warehouse
 
 T = TypeVar("T")
 DESCRIBED = ["category", "title", "poi_id"]           # item attribute columns an item description carries
+POI_COLUMNS = ["poi_id", "name", "lat", "lon"]         # and of its POI, where the source has them
 SIMILAR_CHANNEL = "item2vec"                          # the item-to-item channel: cosine over item2vec vectors
 
 
@@ -46,13 +47,15 @@ class IdMap:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-safe value: numpy scalars unwrapped, NaN and NaT as None."""
+    """A JSON-safe value: numpy scalars unwrapped, timestamps in ISO 8601, NaN, NaT and NA as None."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
+        return value.isoformat()
     return value
 
 
@@ -60,10 +63,19 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: plain(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return str(path), -1, -1
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
 class WarehouseLookup:
     def __init__(self, home: str | Path):
         self.warehouse = Warehouse(home)
         self._cache: dict[str, tuple[tuple, object]] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # -- caching ---------------------------------------------------------------------------------------------------
@@ -72,16 +84,18 @@ class WarehouseLookup:
         return [path] if path.exists() else sorted((self.warehouse.root / asset).glob("*.parquet"))
 
     def _cached(self, key: str, files: list[Path], build: Callable[[], T]) -> T:
-        """`build()`, kept until one of `files` changes (mtime or size) or appears or goes."""
-        stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+        """`build()`, kept until one of `files` changes (mtime or size) or appears or goes; one build per key at a
+        time (the requests that arrive meanwhile wait for it)."""
         with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            stamp = tuple(_stamp(f) for f in files)
             hit = self._cache.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        value = build()
-        with self._lock:
+            if hit is not None and hit[0] == stamp:
+                return hit[1]
+            value = build()
             self._cache[key] = (stamp, value)
-        return value
+            return value
 
     def _table(self, asset: str) -> pd.DataFrame:
         files = self._files(asset)
@@ -96,12 +110,11 @@ class WarehouseLookup:
         files = self._files(asset)
         if not files:
             return pd.DataFrame()
-        paths = ", ".join(f"'{f}'" for f in files)
         where, params = ("user_idx = ?", [user_idx]) if split is None else ("user_idx = ? AND split = ?",
                                                                              [user_idx, split])
-        with duckdb.connect() as con:
-            return con.execute(f"SELECT * FROM read_parquet([{paths}], union_by_name = true) WHERE {where}",
-                               params).df()
+        with duckdb.connect() as con:      # paths as a parameter: never parsed as SQL, never expanded as globs
+            return con.execute(f"SELECT * FROM read_parquet(?, union_by_name = true) WHERE {where}",
+                               [[str(f) for f in files], *params]).df()
 
     # -- ids -------------------------------------------------------------------------------------------------------
     def ids(self, entity: str) -> IdMap:
@@ -136,8 +149,8 @@ class WarehouseLookup:
             items = items.merge(attributes[keep], how="left", left_on="item", right_on="item_id").drop(
                 columns="item_id")
             if self.warehouse.exists("poi_attributes") and "poi_id" in items.columns:
-                pois = self._table("poi_attributes")[["poi_id", "name", "lat", "lon"]]
-                items = items.merge(pois, how="left", on="poi_id")
+                pois = self._table("poi_attributes")     # `name` only where the source has one (synthetic)
+                items = items.merge(pois[[c for c in POI_COLUMNS if c in pois.columns]], how="left", on="poi_id")
             return items.astype(object).where(items.notna(), None)
 
         return self._cached("items", files, build)
@@ -198,20 +211,25 @@ class WarehouseLookup:
     def _poi_names(self) -> dict[str, str]:
         if not self.warehouse.exists("poi_attributes"):
             return {}
-        return self._cached("poi_names", self._files("poi_attributes"),
-                            lambda: dict(zip(*self._table("poi_attributes")[["poi_id", "name"]].T.values,
-                                             strict=True)))
+
+        def build() -> dict[str, str]:
+            pois = self._table("poi_attributes")
+            return dict(zip(pois["poi_id"], pois["name"], strict=True)) if "name" in pois.columns else {}
+
+        return self._cached("poi_names", self._files("poi_attributes"), build)
 
     def interactions(self, user_idx: int, split: str) -> pd.DataFrame:
         """(item_idx, ts) of the user's interactions in one split, in time order."""
         rows = self._user_rows("splits", user_idx, split)
         return rows[["item_idx", "ts"]] if len(rows) else pd.DataFrame({"item_idx": [], "ts": []})
 
-    def candidates(self, user_idx: int, per_channel: int) -> dict[str, list[int]]:
-        """Each recall channel's best `per_channel` items for the user (item_idx by the channel's rank)."""
+    def candidates(self, user_idx: int, per_channel: int) -> dict[str, tuple[list[int], list[int]]]:
+        """Each recall channel's best `per_channel` items among the user's merged candidates: (item_idx, the
+        channel's own rank), by that rank (an item the merge cut leaves a gap in the ranks)."""
         rows = self._user_rows("candidates", user_idx)
         out = {}
         for column in [c for c in rows.columns if c.startswith("rank_")]:
-            ranked = rows[rows[column].notna()].sort_values(column, kind="stable")
-            out[column.removeprefix("rank_")] = ranked["item_idx"].head(per_channel).astype(int).tolist()
+            ranked = rows[rows[column].notna()].sort_values(column, kind="stable").head(per_channel)
+            out[column.removeprefix("rank_")] = (ranked["item_idx"].astype(int).tolist(),
+                                                 ranked[column].astype(int).tolist())
         return out

@@ -19,10 +19,15 @@ function itemLabel(row) {
 
 async function getJSON(url) {
   const response = await fetch(url);
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.detail || response.statusText);
+  const text = await response.text();
+  let body;
+  try { body = JSON.parse(text); } catch { body = null; }
+  if (!response.ok) throw new Error((body && body.detail) || `${response.status} ${response.statusText}: ${text}`);
   return body;
 }
+
+// the latest request of each kind wins: an older answer that arrives later is dropped
+const latest = { show: 0, search: 0 };
 
 // -- the map: an equirectangular projection in km around the user's places -------------------------------------
 function niceStep(km) {
@@ -43,7 +48,7 @@ const median = (weighted) => quantile(weighted, 0.5);
 function drawMap(data) {
   const svg = $("map");
   svg.replaceChildren();
-  const located = (rows) => rows.filter((r) => r.lat !== null && r.lon !== null);
+  const located = (rows) => rows.filter((r) => Number.isFinite(r.lat) && Number.isFinite(r.lon));
   // framed on where the user mostly is: around the visit-weighted median of the train check-ins, out to the
   // distance that covers 90% of their visits; places, test visits and recommendations beyond are counted
   const recs = located(data.recommendations);
@@ -133,7 +138,7 @@ function drawChannels(channels) {
     box.append(el("h3", {}, name));
     const list = el("ol");
     for (const r of rows) {
-      const li = el("li", { "data-item": r.item }, `${itemLabel(r)}${r.in_test ? " ✓" : ""}`);
+      const li = el("li", { "data-item": r.item, value: r.channel_rank }, `${itemLabel(r)}${r.in_test ? " ✓" : ""}`);
       if (r.kept) li.classList.add("kept");
       if (r.in_test) li.classList.add("hit");
       list.append(li);
@@ -144,10 +149,12 @@ function drawChannels(channels) {
 }
 
 async function show(user) {
+  const token = ++latest.show;
   $("status").textContent = `loading ${user}…`;
   try {
     const data = await getJSON(`/users/${encodeURIComponent(user)}/explorer`);
-    const hasMap = data.places.some((p) => p.lat !== null);
+    if (token !== latest.show) return;
+    const hasMap = data.places.some((p) => Number.isFinite(p.lat));
     $("places-panel").hidden = !hasMap;
     $("history-panel").hidden = hasMap;
     if (hasMap) drawMap(data);
@@ -164,6 +171,7 @@ async function show(user) {
       `${hits} of them in the served list`;
     history.replaceState(null, "", `?user=${encodeURIComponent(user)}`);
   } catch (err) {
+    if (token !== latest.show) return;
     $("view").hidden = true;
     $("status").textContent = err.message;
   }
@@ -171,8 +179,10 @@ async function show(user) {
 
 $("user").addEventListener("input", async (event) => {
   const q = event.target.value;
+  const token = ++latest.search;
   try {
     const { users } = await getJSON(`/users?q=${encodeURIComponent(q)}&limit=20`);
+    if (token !== latest.search) return;
     $("user-ids").replaceChildren(...users.map((u) => el("option", { value: u })));
   } catch (err) { $("status").textContent = err.message; }
 });
