@@ -8,6 +8,7 @@ import dagster as dg
 from kwai_assets.assets import evaluate, graph, ingest, llm, models, next_poi, prepare, recall, serve
 from kwai_assets.jobs import JOBS, SCHEDULES
 from kwai_assets.resources import (
+    EngineResource,
     LLMResource,
     ModelStoreResource,
     ParquetIOManager,
@@ -28,6 +29,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "source": SourceResource(kind=settings.source, preset=settings.preset, seed=settings.seed,
                                  start_date=settings.start_date, data_dir=settings.data_dir),
         "models": ModelStoreResource(home=home),
+        "engine": EngineResource(kind=settings.engine),
         "llm": LLMResource(backend=settings.llm_backend, model=settings.llm_model, cache_dir=str(settings.llm_cache),
                            encoder=settings.encoder, encoder_model=settings.encoder_model,
                            encoder_cache_dir=str(settings.encoder_cache)),

@@ -5,6 +5,7 @@ import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -170,6 +171,23 @@ class LLMResource(dg.ConfigurableResource):
         from kwai_assets.llm.cache import GenerationCache
 
         return GenerationCache(self.cache_dir or str(current().llm_cache))
+
+
+class EngineResource(dg.ConfigurableResource):
+    """Which engine runs the prepare and graph steps (KWAI_ENGINE): `duckdb` (DuckDB, numpy, scipy) or `spark`
+    (PySpark on KWAI_SPARK_MASTER, `local[2]` by default). Both write the same rows."""
+
+    kind: str = "duckdb"
+
+    def steps(self) -> ModuleType:
+        """The engine's step functions (`kwai_assets.core.steps` or `kwai_assets.spark.steps`)."""
+        if self.kind == "spark":
+            from kwai_assets.spark import steps
+            return steps
+        if self.kind != "duckdb":
+            raise ValueError(f"engine must be duckdb or spark, got {self.kind!r}")
+        from kwai_assets.core import steps
+        return steps
 
 
 class RedisResource(dg.ConfigurableResource):

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+ENGINES = ("duckdb", "spark")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -29,6 +31,11 @@ class Settings:
     encoder: str = "auto"           # KWAI_ENCODER: auto | sentence | hashed | llm (what embeds the profiles)
     encoder_model: str = ""         # KWAI_ENCODER_MODEL: local encoder folder; empty = the packaged all-MiniLM-L6-v2
     service_url: str = "http://127.0.0.1:8000"   # KWAI_SERVICE_URL: where `make serve` answers (the UI links to it)
+    engine: str = "duckdb"          # KWAI_ENGINE: duckdb | spark, for the prepare and graph steps
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"KWAI_ENGINE must be one of {ENGINES}, got {self.engine!r}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +54,7 @@ class Settings:
             encoder=env.get("KWAI_ENCODER", "auto"),
             encoder_model=env.get("KWAI_ENCODER_MODEL", ""),
             service_url=env.get("KWAI_SERVICE_URL", "http://127.0.0.1:8000"),
+            engine=env.get("KWAI_ENGINE", "duckdb"),
         )
 
     @property

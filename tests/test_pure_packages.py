@@ -7,7 +7,7 @@ import pytest
 
 import kwai_assets
 
-PURE = ["core", "models", "llm", "sources", "io", "service"]
+PURE = ["core", "models", "llm", "sources", "io", "service", "spark"]
 ROOT = Path(kwai_assets.__file__).parent
 
 

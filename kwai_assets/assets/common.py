@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
+from kwai_assets.core.steps import agreement_problems
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.settings import current
 
@@ -84,3 +85,22 @@ def guard(context: dg.AssetExecutionContext, asset: str, df: pd.DataFrame, probl
 def _plain(value: object) -> object:
     """numpy scalars -> Python scalars, for Dagster metadata."""
     return value.item() if hasattr(value, "item") else value
+
+
+def engines_agree(asset: str) -> dg.AssetChecksDefinition:
+    """A check on `asset`: when both engines have materialized it (the `engine` of its metadata), their latest
+    materializations hold the same number of rows."""
+
+    @dg.asset_check(asset=asset, name=f"{asset}_engines_agree",
+                    description="The latest DuckDB and Spark materializations (when both ran) wrote as many rows.")
+    def _check(context) -> dg.AssetCheckResult:     # unannotated: this module's annotations are strings
+        rows: dict[str, int] = {}
+        for record in context.instance.fetch_materializations(dg.AssetKey(asset), limit=200).records:
+            meta = record.asset_materialization.metadata
+            if "engine" in meta and "rows" in meta:
+                rows.setdefault(str(meta["engine"].value), int(meta["rows"].value))
+        ok = (f"both engines wrote {next(iter(rows.values())):,} rows" if len(rows) > 1
+              else f"only {next(iter(rows), 'no engine')} has materialized {asset}")
+        return check_result(agreement_problems(asset, rows), ok, **{f"rows_{e}": n for e, n in rows.items()})
+
+    return _check

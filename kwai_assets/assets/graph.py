@@ -3,33 +3,35 @@
 Assets: item_positive_pairs, user_positive_pairs, item2vec. Checks: item_positive_pairs_valid,
 user_positive_pairs_valid, item2vec_valid.
 """
-from dataclasses import asdict
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from kwai_assets.assets.common import check_result, config_from, guard, materialized_metadata, to_dataclass
-from kwai_assets.core.evaluation import interaction_matrix
+from kwai_assets.assets.common import (
+    check_result,
+    config_from,
+    engines_agree,
+    guard,
+    materialized_metadata,
+    to_dataclass,
+)
 from kwai_assets.core.reid import index_sizes
-from kwai_assets.core.swing import SwingParams, columns_with_neighbours, pair_problems, swing
+from kwai_assets.core.swing import SwingParams, columns_with_neighbours, pair_problems, train_matrix
 from kwai_assets.core.vectors import vector_problems
 from kwai_assets.models.item2vec import Item2VecConfig, train_item2vec
+from kwai_assets.resources import EngineResource
 
 SwingConfig = config_from(SwingParams)
 Item2VecRunConfig = config_from(Item2VecConfig)
 
 
-def _train(splits: pd.DataFrame, id_maps: pd.DataFrame, side: str) -> sp.csr_matrix:
-    """The train matrix with `side` as columns: Swing relates columns through the rows they share."""
-    sizes = index_sizes(id_maps)
-    train = interaction_matrix(splits, "train", sizes["user"], sizes["item"])
-    return train if side == "item" else train.T.tocsr()
-
-
 def _problems(pairs: pd.DataFrame, train: sp.csr_matrix, params: SwingParams) -> list[str]:
     return pair_problems(pairs, params.top_k, columns_with_neighbours(train, params.max_history, params.seed))
+
+
+def _train(splits: pd.DataFrame, id_maps: pd.DataFrame, side: str) -> sp.csr_matrix:
+    return train_matrix(splits, index_sizes(id_maps), side)
 
 
 def _positive_pairs(side: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
@@ -39,12 +41,12 @@ def _positive_pairs(side: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefin
     @dg.asset(name=name, group_name="graph", kinds={"scipy", "parquet"},
               description=f"(src, dst, score): exact Swing between {side}s on the train split, the top_k highest "
                           f"per src{'' if side == 'item' else ' (the same on the transposed matrix)'}.")
-    def _asset(context: dg.AssetExecutionContext, config: SwingConfig, splits: pd.DataFrame,
+    def _asset(context: dg.AssetExecutionContext, config: SwingConfig, engine: EngineResource, splits: pd.DataFrame,
                id_maps: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-        params, train = to_dataclass(config, SwingParams), _train(splits, id_maps, side)
-        pairs, stats = swing(train, **asdict(params))
-        guard(context, name, pairs, _problems(pairs, train, params))
-        return dg.Output(pairs, metadata={**stats.as_metadata(), **config.model_dump(),
+        params = to_dataclass(config, SwingParams)
+        pairs, stats = engine.steps().positive_pairs(splits, index_sizes(id_maps), side, params)
+        guard(context, name, pairs, _problems(pairs, _train(splits, id_maps, side), params))
+        return dg.Output(pairs, metadata={**stats.as_metadata(), **config.model_dump(), "engine": engine.kind,
                                           f"{side}s_with_neighbours": pairs["src"].nunique()})
 
     @dg.asset_check(asset=name, name=f"{name}_valid", blocking=True,
@@ -62,6 +64,7 @@ def _positive_pairs(side: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefin
 
 
 item_positive_pairs, item_positive_pairs_valid = _positive_pairs("item")
+item_positive_pairs_engines_agree = engines_agree("item_positive_pairs")
 user_positive_pairs, user_positive_pairs_valid = _positive_pairs("user")
 
 
@@ -73,13 +76,13 @@ def _walked_items(pairs: pd.DataFrame) -> np.ndarray:
 @dg.asset(group_name="graph", kinds={"gensim", "parquet"},
           description="(item_idx, vector): gensim Word2Vec (skip-gram, negative sampling) on DeepWalk walks over "
                       "the item Swing graph, for every item with a Swing neighbour.")
-def item2vec(context: dg.AssetExecutionContext, config: Item2VecRunConfig, item_positive_pairs: pd.DataFrame,
-             id_maps: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def item2vec(context: dg.AssetExecutionContext, config: Item2VecRunConfig, engine: EngineResource,
+             item_positive_pairs: pd.DataFrame, id_maps: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     vectors, stats = train_item2vec(item_positive_pairs, index_sizes(id_maps)["item"],
-                                    to_dataclass(config, Item2VecConfig))
+                                    to_dataclass(config, Item2VecConfig), engine.steps().item_walks)
     guard(context, "item2vec", vectors, vector_problems(vectors, "item_idx", _walked_items(item_positive_pairs)))
     return dg.Output(vectors, metadata={**stats.as_metadata(), **config.model_dump(), "rows": len(vectors),
-                                        "dim": config.dim})
+                                        "dim": config.dim, "engine": engine.kind})
 
 
 @dg.asset_check(asset="item2vec", name="item2vec_valid", blocking=True,

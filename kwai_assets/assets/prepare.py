@@ -8,14 +8,13 @@ splits_chronological.
 import dagster as dg
 import pandas as pd
 
-from kwai_assets.assets.common import check_result, guard, materialized_metadata
-from kwai_assets.core.attributes import interaction_counts, join_attributes, join_loss_problems
-from kwai_assets.core.clean import clean_interactions as clean
+from kwai_assets.assets.common import check_result, engines_agree, guard, materialized_metadata
+from kwai_assets.core.attributes import join_loss_problems
 from kwai_assets.core.clean import kcore_problems, newest_days
-from kwai_assets.core.index_space import index_problems, to_index_space
-from kwai_assets.core.reid import extend_id_maps, first_seen, id_map_problems
-from kwai_assets.core.split import split_by_user, split_problems
-from kwai_assets.resources import WarehouseResource
+from kwai_assets.core.index_space import index_problems
+from kwai_assets.core.reid import extend_id_maps, id_map_problems
+from kwai_assets.core.split import split_problems
+from kwai_assets.resources import EngineResource, WarehouseResource
 from kwai_assets.sources.contract import ITEMS, POIS, USERS, TableSpec
 
 
@@ -25,14 +24,14 @@ class CleanConfig(dg.Config):
 
 
 @dg.asset(group_name="prepare", kinds={"duckdb", "parquet"})
-def clean_interactions(context: dg.AssetExecutionContext, config: CleanConfig,
+def clean_interactions(context: dg.AssetExecutionContext, config: CleanConfig, engine: EngineResource,
                        raw_interactions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Valid, deduplicated clicks in which every user and item has at least k rows."""
     raw = newest_days(raw_interactions, config.window_days)
-    df, report = clean(raw, k=config.k)
+    df, report = engine.steps().clean_interactions(raw, k=config.k)
     guard(context, "clean_interactions", df, kcore_problems(df, config.k))
     days = sorted(raw["pdate"].unique())
-    return dg.Output(df, metadata={**report.as_metadata(), "k": config.k, "days": len(days),
+    return dg.Output(df, metadata={**report.as_metadata(), "k": config.k, "days": len(days), "engine": engine.kind,
                                    "first_day": days[0] if days else "", "last_day": days[-1] if days else ""})
 
 
@@ -49,17 +48,18 @@ class AttributeConfig(dg.Config):
 
 def _attributes(entity: str, raw: str, spec: TableSpec) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
     """`{entity}_attributes` and its check `{entity}_attributes_join_loss`."""
-    name, key = f"{entity}_attributes", spec.key
+    name = f"{entity}_attributes"
 
     @dg.asset(name=name, group_name="prepare", kinds={"duckdb", "parquet"},
               ins={"clean": dg.AssetIn("clean_interactions"), "table": dg.AssetIn(raw)},
               description=f"Every {entity} of clean_interactions with its {raw} attributes; none dropped, "
                           f"missing text attributes are 'unknown' and has_attributes is false.")
-    def _asset(context: dg.AssetExecutionContext, config: AttributeConfig, clean: pd.DataFrame,
-               table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-        df, report = join_attributes(interaction_counts(clean, key), table, spec)
+    def _asset(context: dg.AssetExecutionContext, config: AttributeConfig, engine: EngineResource,
+               clean: pd.DataFrame, table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+        df, report = engine.steps().attributes(clean, table, spec)
         guard(context, name, df, join_loss_problems(df, config.max_missing_fraction, entity, raw))
-        return dg.Output(df, metadata={**report.as_metadata(), "max_missing_fraction": config.max_missing_fraction})
+        return dg.Output(df, metadata={**report.as_metadata(), "max_missing_fraction": config.max_missing_fraction,
+                                       "engine": engine.kind})
 
     @dg.asset_check(asset=name, name=f"{name}_join_loss", blocking=True,
                     description=f"At most max_missing_fraction of the {entity}s lack a row in {raw}.")
@@ -78,14 +78,16 @@ poi_attributes, poi_attributes_join_loss = _attributes("poi", "raw_pois", POIS)
 
 
 @dg.asset(group_name="prepare", kinds={"parquet"})
-def id_maps(context: dg.AssetExecutionContext, warehouse: WarehouseResource, clean_interactions: pd.DataFrame,
-            item_attributes: pd.DataFrame, poi_attributes: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def id_maps(context: dg.AssetExecutionContext, warehouse: WarehouseResource, engine: EngineResource,
+            clean_interactions: pd.DataFrame, item_attributes: pd.DataFrame,
+            poi_attributes: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """(entity, raw_id, idx, generation) for user, item, poi, category; 0 is padding.
 
     Reads its own previous version and only appends, so indices never move.
     """
     previous = warehouse.get().read_if_exists("id_maps")
     categories = sorted(set(item_attributes["category"].dropna()) | set(poi_attributes["category"].dropna()))
+    first_seen = engine.steps().first_seen
     maps = extend_id_maps(previous, {
         "user": first_seen(clean_interactions, "user_id"),
         "item": first_seen(clean_interactions, "item_id"),
@@ -97,7 +99,8 @@ def id_maps(context: dg.AssetExecutionContext, warehouse: WarehouseResource, cle
     added = maps[maps["generation"] == generation].groupby("entity").size()
     counts = maps.groupby("entity").size()
     entities = ("user", "item", "poi", "category")
-    return dg.Output(maps, metadata={"generation": generation, **{f"{e}s": int(counts.get(e, 0)) for e in entities},
+    return dg.Output(maps, metadata={"generation": generation, "engine": engine.kind,
+                                     **{f"{e}s": int(counts.get(e, 0)) for e in entities},
                                      **{f"{e}s_added": int(added.get(e, 0)) for e in entities}})
 
 
@@ -109,11 +112,11 @@ def id_maps_bijective(df: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset(group_name="prepare", kinds={"duckdb", "parquet"})
-def interactions(clean_interactions: pd.DataFrame, id_maps: pd.DataFrame,
+def interactions(engine: EngineResource, clean_interactions: pd.DataFrame, id_maps: pd.DataFrame,
                  item_attributes: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """Clean interactions in index space, sorted by (user_idx, ts, item_idx)."""
-    df = to_index_space(clean_interactions, id_maps, item_attributes)
-    return dg.Output(df, metadata={"rows": len(df), "users": df["user_idx"].nunique(),
+    df = engine.steps().to_index_space(clean_interactions, id_maps, item_attributes)
+    return dg.Output(df, metadata={"rows": len(df), "users": df["user_idx"].nunique(), "engine": engine.kind,
                                    "items": df["item_idx"].nunique()})
 
 
@@ -131,16 +134,16 @@ class SplitConfig(dg.Config):
 
 
 @dg.asset(group_name="prepare", kinds={"duckdb", "parquet"})
-def splits(context: dg.AssetExecutionContext, config: SplitConfig,
+def splits(context: dg.AssetExecutionContext, config: SplitConfig, engine: EngineResource,
            interactions: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """`interactions` plus `split` in {train, val, test}: per user, chronological."""
     ratios = (config.train, config.val, config.test)
-    df = split_by_user(interactions, ratios, config.leave_one_out)
+    df = engine.steps().split_by_user(interactions, ratios, config.leave_one_out)
     guard(context, "splits", df, split_problems(df, ratios, config.leave_one_out))
     sizes = df["split"].value_counts()
     return dg.Output(df, metadata={**{s: int(sizes.get(s, 0)) for s in ("train", "val", "test")},
                                    **{f"{s}_ratio": r for s, r in zip(("train", "val", "test"), ratios, strict=True)},
-                                   "leave_one_out": config.leave_one_out})
+                                   "leave_one_out": config.leave_one_out, "engine": engine.kind})
 
 
 @dg.asset_check(asset=splits, blocking=True)
@@ -150,3 +153,6 @@ def splits_chronological(context: dg.AssetCheckExecutionContext, df: pd.DataFram
     ratios = tuple(float(meta.get(f"{s}_ratio", d)) for s, d in (("train", 0.7), ("val", 0.1), ("test", 0.2)))
     return check_result(split_problems(df, ratios, bool(meta.get("leave_one_out", False))),
                         f"{df['user_idx'].nunique()} users split chronologically", users=df["user_idx"].nunique())
+
+
+splits_engines_agree = engines_agree("splits")

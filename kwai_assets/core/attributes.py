@@ -73,6 +73,11 @@ def join_attributes(counts: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) 
     return out, report
 
 
+def attributes(clean: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, JoinReport]:
+    """Every id of `spec`'s key in `clean`, with its interaction count and `table`'s attributes."""
+    return join_attributes(interaction_counts(clean, spec.key), table, spec)
+
+
 def _dtype(kind: str) -> str:
     return "float64" if kind == "float" else "str"
 

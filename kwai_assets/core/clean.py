@@ -21,6 +21,11 @@ INVALID_REASONS = {
 }
 
 
+# the first reason a row is invalid, NULL for a valid row (standard SQL: the Spark engine runs it as written)
+INVALID_REASON = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in INVALID_REASONS.items()) + " END"
+CLEAN_ORDER = "user_id, ts, item_id, event, poi_id"
+
+
 @dataclass
 class CleanReport:
     raw_rows: int = 0
@@ -63,7 +68,7 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     report = CleanReport(raw_rows=len(raw))
-    reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in INVALID_REASONS.items()) + " END"
+    reason = INVALID_REASON
     with duckdb.connect() as con:
         con.register("raw", raw)
         counts = dict(con.execute(f"SELECT {reason} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL")
@@ -82,7 +87,7 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
         report.kcore_rows_removed, report.rows = report.rows - rows, rows
         report.kcore_users_removed = before_users - report.users
         report.kcore_items_removed = before_items - report.items
-        out = frame(con, "SELECT * FROM clean ORDER BY user_id, ts, item_id, event, poi_id")
+        out = frame(con, f"SELECT * FROM clean ORDER BY {CLEAN_ORDER}")
     return out, report
 
 

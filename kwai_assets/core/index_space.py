@@ -6,6 +6,20 @@ import pandas as pd
 
 from kwai_assets.core.sql import frame
 
+# clean interactions joined to their indices (tables clean, maps, item_attributes; standard SQL, both engines)
+INDEX_SPACE = """
+    SELECT u.idx AS user_idx, i.idx AS item_idx, coalesce(p.idx, 0) AS poi_idx,
+           coalesce(c.idx, 0) AS category_idx, clean.ts, clean.lat, clean.lon, clean.event
+    FROM clean
+    LEFT JOIN maps u ON u.entity = 'user' AND u.raw_id = clean.user_id
+    LEFT JOIN maps i ON i.entity = 'item' AND i.raw_id = clean.item_id
+    LEFT JOIN maps p ON p.entity = 'poi' AND p.raw_id = clean.poi_id
+    LEFT JOIN item_attributes a ON a.item_id = clean.item_id
+    LEFT JOIN maps c ON c.entity = 'category' AND c.raw_id = a.category
+    ORDER BY user_idx, ts, item_idx
+"""
+UNMAPPED = "{} user/item ids of clean_interactions are not in id_maps; re-materialize id_maps"
+
 
 def to_index_space(clean: pd.DataFrame, id_maps: pd.DataFrame, item_attributes: pd.DataFrame) -> pd.DataFrame:
     """user_idx, item_idx, poi_idx (0 = none), category_idx (the item's), ts, lat, lon, event.
@@ -16,20 +30,10 @@ def to_index_space(clean: pd.DataFrame, id_maps: pd.DataFrame, item_attributes: 
     with duckdb.connect() as con:
         for name, df in (("clean", clean), ("maps", id_maps), ("item_attributes", item_attributes)):
             con.register(name, df)
-        out = frame(con, """
-            SELECT u.idx AS user_idx, i.idx AS item_idx, coalesce(p.idx, 0) AS poi_idx,
-                   coalesce(c.idx, 0) AS category_idx, clean.ts, clean.lat, clean.lon, clean.event
-            FROM clean
-            LEFT JOIN maps u ON u.entity = 'user' AND u.raw_id = clean.user_id
-            LEFT JOIN maps i ON i.entity = 'item' AND i.raw_id = clean.item_id
-            LEFT JOIN maps p ON p.entity = 'poi' AND p.raw_id = clean.poi_id
-            LEFT JOIN item_attributes a ON a.item_id = clean.item_id
-            LEFT JOIN maps c ON c.entity = 'category' AND c.raw_id = a.category
-            ORDER BY user_idx, ts, item_idx
-        """)
+        out = frame(con, INDEX_SPACE)
     unmapped = out["user_idx"].isna().sum() + out["item_idx"].isna().sum()
     if unmapped:
-        raise ValueError(f"{unmapped} user/item ids of clean_interactions are not in id_maps; re-materialize id_maps")
+        raise ValueError(UNMAPPED.format(unmapped))
     return out.astype({"user_idx": "int64", "item_idx": "int64", "poi_idx": "int64", "category_idx": "int64"})
 
 

@@ -15,13 +15,18 @@ ENTITIES = ("user", "item", "poi", "category")
 COLUMNS = ["entity", "raw_id", "idx", "generation"]
 
 
+def first_seen_sql(key: str) -> str:
+    """Distinct non-null ids of `key` in table `clean`, ordered by first timestamp, then id (both engines)."""
+    if key not in ("user_id", "item_id", "poi_id"):
+        raise ValueError(f"not an id column of clean_interactions: {key!r}")
+    return f"SELECT {key} FROM clean WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY min(ts), 1"
+
+
 def first_seen(clean: pd.DataFrame, key: str) -> list[str]:
     """Distinct non-null ids of `key` ordered by first timestamp, then id."""
     with duckdb.connect() as con:
         con.register("clean", clean)
-        rows = con.sql(
-            f"SELECT {key} FROM clean WHERE {key} IS NOT NULL GROUP BY 1 ORDER BY min(ts), 1"
-        ).fetchall()
+        rows = con.sql(first_seen_sql(key)).fetchall()
     return [r[0] for r in rows]
 
 

@@ -17,26 +17,32 @@ from kwai_assets.core.sql import frame
 SPLITS = ("train", "val", "test")
 
 
-def split_by_user(interactions: pd.DataFrame, ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
-                  leave_one_out: bool = False) -> pd.DataFrame:
-    """`interactions` (user_idx, item_idx, ts, ...) plus a `split` column."""
+# each row's position in its user's history and the history's length (standard SQL, both engines)
+POSITIONS = """SELECT *, row_number() OVER (PARTITION BY user_idx ORDER BY ts, item_idx) AS pos,
+                  count(*) OVER (PARTITION BY user_idx) AS n
+           FROM interactions"""
+
+
+def split_rule(ratios: tuple[float, float, float] = (0.7, 0.1, 0.2), leave_one_out: bool = False) -> str:
+    """The SQL CASE that names a row's split from `pos` and `n` (see POSITIONS)."""
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-9:
         raise ValueError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
     _, val, test = ratios
     if leave_one_out:
-        rule = "CASE WHEN pos = n THEN 'test' WHEN pos = n - 1 THEN 'val' ELSE 'train' END"
-    else:
-        n_test, n_val = f"floor(n * {test} + 1e-9)", f"floor(n * {val} + 1e-9)"
-        rule = (f"CASE WHEN pos > n - {n_test} THEN 'test' "
-                f"WHEN pos > n - {n_test} - {n_val} THEN 'val' ELSE 'train' END")
+        return "CASE WHEN pos = n THEN 'test' WHEN pos = n - 1 THEN 'val' ELSE 'train' END"
+    n_test, n_val = f"floor(n * {test} + 1e-9)", f"floor(n * {val} + 1e-9)"
+    return (f"CASE WHEN pos > n - {n_test} THEN 'test' "
+            f"WHEN pos > n - {n_test} - {n_val} THEN 'val' ELSE 'train' END")
+
+
+def split_by_user(interactions: pd.DataFrame, ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                  leave_one_out: bool = False) -> pd.DataFrame:
+    """`interactions` (user_idx, item_idx, ts, ...) plus a `split` column."""
+    rule = split_rule(ratios, leave_one_out)
     with duckdb.connect() as con:
         con.register("interactions", interactions)
         return frame(con, f"""
-            SELECT * EXCLUDE (pos, n), {rule} AS split FROM (
-                SELECT *,
-                       row_number() OVER (PARTITION BY user_idx ORDER BY ts, item_idx) AS pos,
-                       count(*) OVER (PARTITION BY user_idx) AS n
-                FROM interactions)
+            SELECT * EXCLUDE (pos, n), {rule} AS split FROM ({POSITIONS})
             ORDER BY user_idx, ts, item_idx
         """)
 

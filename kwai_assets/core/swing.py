@@ -281,6 +281,20 @@ def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight:
     return pairs, stats
 
 
+def train_matrix(splits: pd.DataFrame, sizes: dict[str, int], side: str) -> sp.csr_matrix:
+    """The train matrix with `side` ("item" or "user") as columns: Swing relates columns through shared rows."""
+    from kwai_assets.core.evaluation import interaction_matrix
+
+    train = interaction_matrix(splits, "train", sizes["user"], sizes["item"])
+    return train if side == "item" else train.T.tocsr()
+
+
+def positive_pairs(splits: pd.DataFrame, sizes: dict[str, int], side: str,
+                   params: SwingParams) -> tuple[pd.DataFrame, SwingStats]:
+    """Swing between `side`s on the train split of `splits` (index sizes `sizes`, as `core.reid.index_sizes`)."""
+    return swing(train_matrix(splits, sizes, side), **asdict(params))
+
+
 def columns_with_neighbours(matrix: sp.spmatrix, max_history: int | None = None, seed: int = 0) -> np.ndarray:
     """Columns i with sim(i, j) > 0 for some j: two rows share i and at least one other column."""
     seen = np.zeros(matrix.shape[1], dtype=bool)

@@ -56,3 +56,9 @@ def random_walks(graph: sp.csr_matrix, walks_per_node: int = 10, length: int = 4
         at = np.clip(at, graph.indptr[current], graph.indptr[current + 1] - 1)   # float edges at a row's ends
         walks[:, step] = current = graph.indices[at]
     return walks
+
+
+def item_walks(pairs: pd.DataFrame, n_items: int, walks_per_node: int = 10, length: int = 40,
+               seed: int = 0) -> np.ndarray:
+    """DeepWalk walks over the item Swing graph of `pairs` (`item_graph`, then `random_walks`)."""
+    return random_walks(item_graph(pairs, n_items), walks_per_node, length, seed)

@@ -8,13 +8,14 @@ differ run to run (gensim's thread scheduling).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from gensim.models import Word2Vec
 
-from kwai_assets.core.walks import item_graph, random_walks
+from kwai_assets.core.walks import item_walks
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,18 @@ class Item2VecStats:
         return self.__dict__.copy()
 
 
-def train_item2vec(pairs: pd.DataFrame, n_items: int,
-                   config: Item2VecConfig = Item2VecConfig()) -> tuple[pd.DataFrame, Item2VecStats]:
-    """(item_idx, vector) for every item on a walk, and the walk / training speeds."""
+Walker = Callable[[pd.DataFrame, int, int, int, int], np.ndarray]   # (pairs, n_items, per node, length, seed)
+
+
+def train_item2vec(pairs: pd.DataFrame, n_items: int, config: Item2VecConfig = Item2VecConfig(),
+                   walker: Walker = item_walks) -> tuple[pd.DataFrame, Item2VecStats]:
+    """(item_idx, vector) for every item on a walk, and the walk / training speeds; `walker` makes the walks
+    (`core.walks.item_walks`, or the Spark engine's)."""
     if not len(pairs):
         raise ValueError("item2vec needs item pairs to walk on; item_positive_pairs is empty (no two users share "
                          "two items in the train split)")
     start = time.perf_counter()
-    walks = random_walks(item_graph(pairs, n_items), config.walks_per_node, config.walk_length, config.seed)
+    walks = walker(pairs, n_items, config.walks_per_node, config.walk_length, config.seed)
     walk_s = time.perf_counter() - start
     sentences = [list(map(str, walk)) for walk in walks.tolist()]
     start = time.perf_counter()
