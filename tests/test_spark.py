@@ -12,8 +12,8 @@ from conftest import ALL, ingest, instance_for, tiny_settings
 
 from kwai_assets.core import steps as duck
 from kwai_assets.core.reid import extend_id_maps, index_sizes
-from kwai_assets.core.steps import agreement_problems
-from kwai_assets.core.swing import SwingParams
+from kwai_assets.core.steps import agreement_problems, digest
+from kwai_assets.core.swing import SwingParams, columns_with_neighbours, pair_problems, train_matrix
 from kwai_assets.core.walks import item_graph
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.sources import SyntheticSource
@@ -28,6 +28,14 @@ if java_problem():
     if os.environ.get("CI"):
         raise RuntimeError(java_problem())
     pytest.skip(java_problem(), allow_module_level=True)
+
+
+def test_both_engines_have_every_step_with_the_same_arguments():
+    import inspect
+
+    for name in duck.__all__:
+        assert list(inspect.signature(getattr(spark, name)).parameters) == \
+            list(inspect.signature(getattr(duck, name)).parameters), name
 
 
 def both(name: str, *args, **kwargs):
@@ -96,6 +104,43 @@ def test_swing_pairs_and_stats_match(tiny, side, params):
     (pairs, stats), (pairs_s, stats_s) = both("positive_pairs", tiny["splits"], sizes, side, params)
     assert stats == stats_s
     assert_same_pairs(pairs, pairs_s, params.top_k)
+    train = train_matrix(tiny["splits"], sizes, side)       # the assets' check: exact symmetry, top_k, coverage
+    assert pair_problems(pairs_s, params.top_k, columns_with_neighbours(train)) == []
+
+
+def test_the_first_delivered_row_of_a_duplicated_key_is_kept_on_both():
+    source = SyntheticSource("tiny")
+    first, last = source.date_range()
+    clean, _ = duck.clean_interactions(source.interactions(first, last + timedelta(days=1)), 10)
+    items = source.items()
+    row = items[items["item_id"] == clean["item_id"].iloc[0]]
+    twice = pd.concat([row.assign(category="first"), items, row.assign(category="last")], ignore_index=True)
+    (df, report), (df_s, report_s) = both("attributes", clean, twice, ITEMS)
+    assert report == report_s and report.duplicate_rows == 2
+    pd.testing.assert_frame_equal(df, df_s, check_dtype=False)
+    assert df.loc[df["item_id"] == clean["item_id"].iloc[0], "category"].tolist() == ["first"]
+
+
+def test_spark_swing_does_not_depend_on_partitioning(tiny):
+    from kwai_assets.spark.session import spark_session
+
+    """The same pairs and the same walks, bit for bit, with adaptive execution off and 17 shuffle partitions."""
+    session, sizes = spark_session(), index_sizes(tiny["maps"])
+
+    def run():
+        pairs = spark.positive_pairs(tiny["splits"], sizes, "item", SwingParams())[0]
+        return pairs, spark.item_walks(pairs, sizes["item"], 2, 5, 1)
+
+    pairs, walks = run()
+    session.conf.set("spark.sql.adaptive.enabled", "false")
+    session.conf.set("spark.sql.shuffle.partitions", "17")
+    try:
+        other_pairs, other_walks = run()
+    finally:
+        session.conf.set("spark.sql.adaptive.enabled", "true")
+        session.conf.set("spark.sql.shuffle.partitions", "8")
+    pd.testing.assert_frame_equal(pairs, other_pairs)
+    assert np.array_equal(walks, other_walks)
 
 
 def test_swing_with_a_history_cap_is_refused_on_spark(tiny):
@@ -152,14 +197,23 @@ def test_the_graph_on_spark_writes_the_duckdb_rows(built, tmp_path_factory):
     walked = np.union1d(*mine.read("item_positive_pairs")[["src", "dst"]].T.to_numpy())
     assert np.array_equal(np.sort(mine.read("item2vec")["item_idx"]), walked)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert evaluations["splits_engines_agree"].passed          # only Spark has materialized it here
+    assert evaluations["splits_engines_agree"].description.startswith("only spark")
     duckdb = dg.materialize(ALL, resources=build_resources(replace(settings, engine="duckdb")),
                             selection=dg.AssetSelection.assets("splits"), instance=instance_for(settings))
     agree = {e.check_name: e for e in duckdb.get_asset_check_evaluations()}["splits_engines_agree"]
-    assert agree.passed and agree.description.startswith("both engines wrote")
+    assert agree.passed and agree.description.startswith("from the same input both engines wrote")
 
 
 def test_engines_that_disagree_are_named():
-    assert agreement_problems("splits", {"duckdb": 10, "spark": 10}) == []
-    assert agreement_problems("splits", {"duckdb": 10, "spark": 9}) == [
-        "splits: the engines wrote different row counts: duckdb 10, spark 9"]
+    assert agreement_problems("splits", {"duckdb": (10, "a"), "spark": (10, "a")}) == []
+    assert agreement_problems("pairs", {"duckdb": (10, None), "spark": (10, None)}) == []
+    assert agreement_problems("splits", {"duckdb": (10, "a"), "spark": (9, "a")}) == [
+        "splits: from the same input the engines wrote different row counts: duckdb 10, spark 9"]
+    assert "different ones" in agreement_problems("splits", {"duckdb": (10, "a"), "spark": (10, "b")})[0]
+
+
+def test_the_digest_ignores_row_order_and_sees_any_change(tiny):
+    splits = tiny["splits"]
+    assert digest(splits) == digest(splits.sample(frac=1, random_state=0))
+    assert digest(splits) != digest(splits.assign(split=splits["split"].shift(1, fill_value="train")))
+    assert digest(splits, k=10) != digest(splits, k=5)

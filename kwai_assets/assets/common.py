@@ -88,19 +88,24 @@ def _plain(value: object) -> object:
 
 
 def engines_agree(asset: str) -> dg.AssetChecksDefinition:
-    """A check on `asset`: when both engines have materialized it (the `engine` of its metadata), their latest
-    materializations hold the same number of rows."""
+    """A check on `asset`: the latest DuckDB and Spark materializations made from the same input as its latest
+    one (metadata `engine`, `input_digest`, `output_rows`, `output_digest`) wrote the same rows."""
 
     @dg.asset_check(asset=asset, name=f"{asset}_engines_agree",
-                    description="The latest DuckDB and Spark materializations (when both ran) wrote as many rows.")
+                    description="When both engines have materialized it from the same input (and config), they "
+                                "wrote as many rows, and the same rows where the asset records a digest.")
     def _check(context) -> dg.AssetCheckResult:     # unannotated: this module's annotations are strings
-        rows: dict[str, int] = {}
-        for record in context.instance.fetch_materializations(dg.AssetKey(asset), limit=200).records:
-            meta = record.asset_materialization.metadata
-            if "engine" in meta and "rows" in meta:
-                rows.setdefault(str(meta["engine"].value), int(meta["rows"].value))
-        ok = (f"both engines wrote {next(iter(rows.values())):,} rows" if len(rows) > 1
-              else f"only {next(iter(rows), 'no engine')} has materialized {asset}")
-        return check_result(agreement_problems(asset, rows), ok, **{f"rows_{e}": n for e, n in rows.items()})
+        records = context.instance.fetch_materializations(dg.AssetKey(asset), limit=500).records
+        metas = [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records]
+        metas = [m for m in metas if {"engine", "input_digest", "output_rows"} <= set(m)]
+        if not metas:
+            return check_result([], f"no materialization of {asset} records its engine")
+        outputs: dict[str, tuple[int, str | None]] = {}
+        for meta in metas:                                  # newest first: the latest per engine, same input
+            if meta["input_digest"] == metas[0]["input_digest"]:
+                outputs.setdefault(str(meta["engine"]), (int(meta["output_rows"]), meta.get("output_digest")))
+        ok = (f"from the same input both engines wrote {next(iter(outputs.values()))[0]:,} rows"
+              if len(outputs) > 1 else f"only {next(iter(outputs))} has materialized {asset} from this input")
+        return check_result(agreement_problems(asset, outputs), ok, engines=len(outputs))
 
     return _check

@@ -17,6 +17,7 @@ from kwai_assets.assets.common import (
     to_dataclass,
 )
 from kwai_assets.core.reid import index_sizes
+from kwai_assets.core.steps import digest
 from kwai_assets.core.swing import SwingParams, columns_with_neighbours, pair_problems, train_matrix
 from kwai_assets.core.vectors import vector_problems
 from kwai_assets.models.item2vec import Item2VecConfig, train_item2vec
@@ -47,6 +48,9 @@ def _positive_pairs(side: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefin
         pairs, stats = engine.steps().positive_pairs(splits, index_sizes(id_maps), side, params)
         guard(context, name, pairs, _problems(pairs, _train(splits, id_maps, side), params))
         return dg.Output(pairs, metadata={**stats.as_metadata(), **config.model_dump(), "engine": engine.kind,
+                                          # scores match within float tolerance only: rows, no output digest
+                                          "input_digest": digest(splits, **config.model_dump()),
+                                          "output_rows": len(pairs),
                                           f"{side}s_with_neighbours": pairs["src"].nunique()})
 
     @dg.asset_check(asset=name, name=f"{name}_valid", blocking=True,

@@ -14,6 +14,7 @@ from kwai_assets.core.clean import kcore_problems, newest_days
 from kwai_assets.core.index_space import index_problems
 from kwai_assets.core.reid import extend_id_maps, id_map_problems
 from kwai_assets.core.split import split_problems
+from kwai_assets.core.steps import digest
 from kwai_assets.resources import EngineResource, WarehouseResource
 from kwai_assets.sources.contract import ITEMS, POIS, USERS, TableSpec
 
@@ -143,7 +144,9 @@ def splits(context: dg.AssetExecutionContext, config: SplitConfig, engine: Engin
     sizes = df["split"].value_counts()
     return dg.Output(df, metadata={**{s: int(sizes.get(s, 0)) for s in ("train", "val", "test")},
                                    **{f"{s}_ratio": r for s, r in zip(("train", "val", "test"), ratios, strict=True)},
-                                   "leave_one_out": config.leave_one_out, "engine": engine.kind})
+                                   "leave_one_out": config.leave_one_out, "engine": engine.kind,
+                                   "input_digest": digest(interactions, **config.model_dump()),
+                                   "output_rows": len(df), "output_digest": digest(df)})
 
 
 @dg.asset_check(asset=splits, blocking=True)

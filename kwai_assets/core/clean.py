@@ -23,7 +23,9 @@ INVALID_REASONS = {
 
 # the first reason a row is invalid, NULL for a valid row (standard SQL: the Spark engine runs it as written)
 INVALID_REASON = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in INVALID_REASONS.items()) + " END"
-CLEAN_ORDER = "user_id, ts, item_id, event, poi_id"
+# a total order (ties broken on every column, NULLs last on both engines)
+CLEAN_ORDER = ("user_id, ts, item_id, event NULLS LAST, poi_id NULLS LAST, lat NULLS LAST, lon NULLS LAST, "
+               "pdate")
 
 
 @dataclass

@@ -16,7 +16,7 @@ INDEX_SPACE = """
     LEFT JOIN maps p ON p.entity = 'poi' AND p.raw_id = clean.poi_id
     LEFT JOIN item_attributes a ON a.item_id = clean.item_id
     LEFT JOIN maps c ON c.entity = 'category' AND c.raw_id = a.category
-    ORDER BY user_idx, ts, item_idx
+    ORDER BY user_idx, ts, item_idx, clean.event NULLS LAST, poi_idx, clean.lat NULLS LAST, clean.lon NULLS LAST
 """
 UNMAPPED = "{} user/item ids of clean_interactions are not in id_maps; re-materialize id_maps"
 

@@ -17,8 +17,14 @@ from kwai_assets.core.sql import frame
 SPLITS = ("train", "val", "test")
 
 
-# each row's position in its user's history and the history's length (standard SQL, both engines)
-POSITIONS = """SELECT *, row_number() OVER (PARTITION BY user_idx ORDER BY ts, item_idx) AS pos,
+TIES = ("event NULLS LAST", "poi_idx", "lat NULLS LAST", "lon NULLS LAST")   # after (ts, item_idx), when present
+
+
+def positions(columns: list[str]) -> str:
+    """Each row of table `interactions` with its position in its user's history (a total order: ties after
+    (ts, item_idx) broken on the columns of TIES it has) and the history's length (standard SQL, both engines)."""
+    order = ", ".join(["ts", "item_idx", *[t for t in TIES if t.split()[0] in columns]])
+    return f"""SELECT *, row_number() OVER (PARTITION BY user_idx ORDER BY {order}) AS pos,
                   count(*) OVER (PARTITION BY user_idx) AS n
            FROM interactions"""
 
@@ -42,8 +48,8 @@ def split_by_user(interactions: pd.DataFrame, ratios: tuple[float, float, float]
     with duckdb.connect() as con:
         con.register("interactions", interactions)
         return frame(con, f"""
-            SELECT * EXCLUDE (pos, n), {rule} AS split FROM ({POSITIONS})
-            ORDER BY user_idx, ts, item_idx
+            SELECT * EXCLUDE (pos, n), {rule} AS split FROM ({positions(list(interactions.columns))})
+            ORDER BY user_idx, pos
         """)
 
 

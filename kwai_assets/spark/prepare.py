@@ -16,7 +16,7 @@ from kwai_assets.core.attributes import UNKNOWN, JoinReport
 from kwai_assets.core.clean import CLEAN_ORDER, INVALID_REASON, INVALID_REASONS, CleanReport
 from kwai_assets.core.index_space import INDEX_SPACE, UNMAPPED
 from kwai_assets.core.reid import first_seen_sql
-from kwai_assets.core.split import POSITIONS, split_rule
+from kwai_assets.core.split import positions, split_rule
 from kwai_assets.sources.contract import TableSpec
 
 
@@ -62,7 +62,7 @@ def clean_interactions(raw: DataFrame, k: int = 10) -> tuple[DataFrame, CleanRep
     report.kcore_rows_removed, report.rows = report.rows - after["n"], after["n"]
     report.kcore_users_removed = before["u"] - report.users
     report.kcore_items_removed = before["i"] - report.items
-    return clean.select(*columns).orderBy(*[c.strip() for c in CLEAN_ORDER.split(",")]), report
+    return sql(spark, f"SELECT {', '.join(columns)} FROM clean ORDER BY {CLEAN_ORDER}", clean=clean), report
 
 
 def interaction_counts(clean: DataFrame, key: str) -> DataFrame:
@@ -73,11 +73,10 @@ def interaction_counts(clean: DataFrame, key: str) -> DataFrame:
 
 def join_attributes(counts: DataFrame, table: DataFrame, spec: TableSpec) -> tuple[DataFrame, JoinReport]:
     """Left-join `table`, deduplicated on the key with its first row kept, onto `counts`
-    (`core.attributes.join_attributes`); `table`'s row order is the order it was read in."""
+    (`core.attributes.join_attributes`); `table`'s `_row` column is its rows' delivered order."""
     key = spec.key
     first = Window.partitionBy(key).orderBy("_row")
-    dedup = (table.withColumn("_row", F.monotonically_increasing_id())
-             .withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).drop("_n"))
+    dedup = table.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).drop("_n")
     for column in spec.columns[1:]:
         if column.name not in dedup.columns:
             dedup = dedup.withColumn(column.name, F.lit(None).cast("double" if column.kind == "float" else "string"))
@@ -120,5 +119,6 @@ def split_by_user(interactions: DataFrame, ratios: tuple[float, float, float] = 
                   leave_one_out: bool = False) -> DataFrame:
     """`interactions` plus a `split` column (`core.split.split_by_user`)."""
     rule = split_rule(ratios, leave_one_out)
-    out = sql(interactions.sparkSession, f"SELECT *, {rule} AS split FROM ({POSITIONS})", interactions=interactions)
-    return out.drop("pos", "n").orderBy("user_idx", "ts", "item_idx")
+    out = sql(interactions.sparkSession, f"SELECT *, {rule} AS split FROM ({positions(interactions.columns)})",
+              interactions=interactions)
+    return out.orderBy("user_idx", "pos").drop("pos", "n")

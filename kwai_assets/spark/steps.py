@@ -28,7 +28,8 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
 
 
 def attributes(clean: pd.DataFrame, table: pd.DataFrame, spec: TableSpec) -> tuple[pd.DataFrame, JoinReport]:
-    df, report = prepare.join_attributes(prepare.interaction_counts(_spark(clean), spec.key), _spark(table), spec)
+    ordered = table.assign(_row=np.arange(len(table), dtype=np.int64))     # "first row" = first delivered
+    df, report = prepare.join_attributes(prepare.interaction_counts(_spark(clean), spec.key), _spark(ordered), spec)
     return df.toPandas(), report
 
 

@@ -4,12 +4,14 @@
 
 1. (u, v, i) triples: each item's users joined with themselves, u < v.
 2. |I_u ∩ I_v| per pair; pairs sharing one item are dropped (they add to no sim(i, j), i != j).
-3. The kept triples joined with themselves on the pair, i != j, each adding the pair's weight to (i, j).
+3. The kept triples joined with themselves on the pair, i < j, each adding the pair's weight to (i, j); the
+   sums are mirrored to (j, i), so the two are the same float, as in `core.swing`.
 4. The top_k per src, ties to the lower dst, as `core.swing`.
 
 Step 3 moves W = sum over kept pairs of |I_u ∩ I_v|^2 rows through a shuffle: the arithmetic of the definition,
-which the caps of the scaling plan bound. Sums are float64 in Spark's order, so scores equal `core.swing`'s
-within float tolerance, not bit for bit.
+(halved by the i < j order), which the caps of the scaling plan bound. Each score adds its pair weights in
+ascending order (deterministic whatever the partitioning), `core.swing` in pair order: the two engines' scores
+agree within float tolerance, not bit for bit.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
                                      else F.lit(1.0).alias("w"))
     a, b = pairs.alias("a"), pairs.alias("b")
     triples = a.join(b, (F.col("a.i") == F.col("b.i")) & (F.col("a.u") < F.col("b.u"))).select(
-        F.col("a.u").alias("u"), F.col("b.u").alias("v"), F.col("a.i").alias("i"))
+        F.col("a.u").alias("u"), F.col("b.u").alias("v"), F.col("a.i").alias("i")).localCheckpoint()
     shared = triples.groupBy("u", "v").agg(F.count(F.lit(1)).alias("c")).localCheckpoint()
     used = shared.where(F.col("c") >= 2)
     wu, wv = weights.alias("wu"), weights.alias("wv")
@@ -46,10 +48,15 @@ def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
                         .alias("weight")))
     q = triples.join(weighted, ["u", "v"]).localCheckpoint()
     q1, q2 = q.alias("q1"), q.alias("q2")
-    sim = (q1.join(q2, (F.col("q1.u") == F.col("q2.u")) & (F.col("q1.v") == F.col("q2.v"))
-                   & (F.col("q1.i") != F.col("q2.i")))
-           .groupBy(F.col("q1.i").alias("src"), F.col("q2.i").alias("dst"))
-           .agg(F.sum("q1.weight").alias("score")).where(F.col("score") > 0))
+    # each unordered (i, j) once, i < j, mirrored after: sim(i, j) and sim(j, i) are the same float; the weights
+    # are added in sorted order, so a sum does not depend on how Spark partitioned them
+    half = (q1.join(q2, (F.col("q1.u") == F.col("q2.u")) & (F.col("q1.v") == F.col("q2.v"))
+                    & (F.col("q1.i") < F.col("q2.i")))
+            .groupBy(F.col("q1.i").alias("src"), F.col("q2.i").alias("dst"))
+            .agg(F.aggregate(F.array_sort(F.collect_list("q1.weight")), F.lit(0.0), lambda acc, w: acc + w)
+                 .alias("score"))
+            .where(F.col("score") > 0))
+    sim = half.unionByName(half.select(F.col("dst").alias("src"), F.col("src").alias("dst"), "score"))
     best = Window.partitionBy("src").orderBy(F.col("score").desc(), F.col("dst").asc())
     top = (sim.withColumn("_rank", F.row_number().over(best)).where(F.col("_rank") <= params.top_k)
            .drop("_rank").orderBy("src", F.col("score").desc(), "dst").localCheckpoint())
