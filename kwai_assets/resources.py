@@ -15,7 +15,7 @@ from kwai_assets.io.model_store import ModelStore, TrackedRun
 from kwai_assets.io.online_store import OnlineStore, safe_url
 from kwai_assets.io.redis_server import embedded_redis
 from kwai_assets.io.warehouse import Warehouse
-from kwai_assets.settings import current
+from kwai_assets.settings import ENGINES, current
 from kwai_assets.sources import Source, open_source
 
 if TYPE_CHECKING:
@@ -184,8 +184,8 @@ class EngineResource(dg.ConfigurableResource):
         if self.kind == "spark":
             from kwai_assets.spark import steps
             return steps
-        if self.kind != "duckdb":
-            raise ValueError(f"engine must be duckdb or spark, got {self.kind!r}")
+        if self.kind not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.kind!r}")
         from kwai_assets.core import steps
         return steps
 

@@ -70,13 +70,12 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     report = CleanReport(raw_rows=len(raw))
-    reason = INVALID_REASON
     with duckdb.connect() as con:
         con.register("raw", raw)
-        counts = dict(con.execute(f"SELECT {reason} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL")
+        counts = dict(con.execute(f"SELECT {INVALID_REASON} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL")
                       .fetchall())
         report.invalid = {name: counts.get(name, 0) for name in INVALID_REASONS}
-        con.execute(f"CREATE TEMP TABLE clean AS SELECT DISTINCT * FROM raw WHERE ({reason}) IS NULL")
+        con.execute(f"CREATE TEMP TABLE clean AS SELECT DISTINCT * FROM raw WHERE ({INVALID_REASON}) IS NULL")
         valid = len(raw) - sum(report.invalid.values())
         report.rows = con.execute("SELECT count(*) FROM clean").fetchall()[0][0]
         report.duplicates = valid - report.rows

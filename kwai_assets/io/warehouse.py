@@ -124,10 +124,13 @@ class Warehouse:
             )
         return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default").to_pandas()
 
+    def files(self, asset: str) -> list[Path]:
+        """The Parquet files that hold `asset`: its one file, or its partitions' (none when not stored)."""
+        return [self.path(asset)] if self.exists(asset) else sorted((self.root / asset).glob("*.parquet"))
+
     def rows(self, asset: str) -> int:
         """Stored rows of an asset (all its partitions), from the Parquet footers alone."""
-        paths = [self.path(asset)] if self.exists(asset) else sorted((self.root / asset).glob("*.parquet"))
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.files(asset))
 
     def read_if_exists(self, asset: str) -> pd.DataFrame | None:
         return self.read(asset) if self.exists(asset) else None

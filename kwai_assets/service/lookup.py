@@ -79,10 +79,6 @@ class WarehouseLookup:
         self._lock = threading.Lock()
 
     # -- caching ---------------------------------------------------------------------------------------------------
-    def _files(self, asset: str) -> list[Path]:
-        path = self.warehouse.path(asset)
-        return [path] if path.exists() else sorted((self.warehouse.root / asset).glob("*.parquet"))
-
     def _cached(self, key: str, files: list[Path], build: Callable[[], T]) -> T:
         """`build()`, kept until one of `files` changes (mtime or size) or appears or goes; one build per key at a
         time (the requests that arrive meanwhile wait for it)."""
@@ -98,7 +94,7 @@ class WarehouseLookup:
             return value
 
     def _table(self, asset: str) -> pd.DataFrame:
-        files = self._files(asset)
+        files = self.warehouse.files(asset)
         if not files:
             raise NotFound(f"asset {asset!r} is not materialized under {self.warehouse.root}")
         return self._cached(asset, files, lambda: self.warehouse.read(asset) if self.warehouse.exists(asset)
@@ -107,7 +103,7 @@ class WarehouseLookup:
     def _user_rows(self, asset: str, user_idx: int, split: str | None = None) -> pd.DataFrame:
         """The rows of `asset` whose user_idx is `user_idx` (and of one split), in stored order; an empty frame when
         the asset is not stored."""
-        files = self._files(asset)
+        files = self.warehouse.files(asset)
         if not files:
             return pd.DataFrame()
         where, params = ("user_idx = ?", [user_idx]) if split is None else ("user_idx = ? AND split = ?",
@@ -118,7 +114,8 @@ class WarehouseLookup:
 
     # -- ids -------------------------------------------------------------------------------------------------------
     def ids(self, entity: str) -> IdMap:
-        return self._cached(f"ids:{entity}", self._files("id_maps"), lambda: IdMap.of(self._table("id_maps"), entity))
+        return self._cached(f"ids:{entity}", self.warehouse.files("id_maps"),
+                            lambda: IdMap.of(self._table("id_maps"), entity))
 
     def user_idx(self, raw: str) -> int:
         idx = self.ids("user").to_idx.get(raw)
@@ -140,7 +137,7 @@ class WarehouseLookup:
     # -- items -----------------------------------------------------------------------------------------------------
     def _item_table(self) -> pd.DataFrame:
         """One row per item_idx: raw id, category / title / POI, and the POI's name and coordinates when known."""
-        files = self._files("id_maps") + self._files("item_attributes") + self._files("poi_attributes")
+        files = [f for asset in ("id_maps", "item_attributes", "poi_attributes") for f in self.warehouse.files(asset)]
 
         def build() -> pd.DataFrame:
             items = pd.DataFrame({"item": self.ids("item").to_raw})
@@ -216,7 +213,7 @@ class WarehouseLookup:
             pois = self._table("poi_attributes")
             return dict(zip(pois["poi_id"], pois["name"], strict=True)) if "name" in pois.columns else {}
 
-        return self._cached("poi_names", self._files("poi_attributes"), build)
+        return self._cached("poi_names", self.warehouse.files("poi_attributes"), build)
 
     def interactions(self, user_idx: int, split: str) -> pd.DataFrame:
         """(item_idx, ts) of the user's interactions in one split, in time order."""
