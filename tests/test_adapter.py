@@ -60,7 +60,7 @@ def test_held_out_rows_are_a_stable_share():
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     net = Adapter(48, 8, AdapterConfig(hidden=32, held_out=0.2)).eval()
-    again = load(save(net, tmp_path / "adapter"))
+    again = load(save(net, tmp_path / "adapter")).cpu()       # `load` places it on the current device
     assert again.config == net.config and again.config.held_out == 0.2 and not again.training
     x = torch.from_numpy(unit_rows(np.random.default_rng(0).normal(size=(20, 48)).astype(np.float32)))
     with torch.no_grad():

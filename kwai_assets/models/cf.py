@@ -107,9 +107,10 @@ class LightGCN(nn.Module):
             raise RuntimeError("LightGCN propagation needs the train graph: load(folder, train) or model.attach(train)")
         ego = torch.cat([self.user.weight, self.item.weight])
         total, layer = ego, ego
-        for _ in range(self.layers):
-            layer = torch.sparse.mm(self.adjacency, layer)
-            total = total + layer
+        with torch.autocast(ego.device.type, enabled=False):     # CUDA has no bf16 sparse product; float32 anyway
+            for _ in range(self.layers):
+                layer = torch.sparse.mm(self.adjacency, layer)
+                total = total + layer
         final = total / (self.layers + 1)
         return final[:self.n_users], final[self.n_users:]
 
