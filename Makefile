@@ -17,13 +17,13 @@ PORT       ?= 8000
 # where the service answers: the `recommendations` asset links its explorer page from the Dagster UI
 export KWAI_SERVICE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: install demo demo-quality demo-movielens ui serve redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-models bench-recall bench-two-tower bench-rank bench-next-poi bench-serve clean
+.PHONY: install demo demo-quality demo-movielens ui serve redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-search bench-models bench-recall bench-two-tower bench-rank bench-next-poi bench-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0      # the CPU build first, or pip pulls a CUDA one
-	$(BIN)/pip install -q -e '.[dev,spark]'
+	$(BIN)/pip install -q -e '.[dev,spark,k8s]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -114,6 +114,18 @@ bench-interest: install
 bench-interest-quality: install
 	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
 	KWAI_ML100K=$(ML100K) $(BIN)/python benchmarks/bench_interest_quality.py
+
+# Random search of the interest model's hyper-parameters (MODEL=cf: LightGCN's and MF's) on ml-100k's validation
+# split for BUDGET seconds; prints the best trials and the chosen one's test NDCG@20. On a GPU raise WORKERS.
+MODEL   ?= interest
+BUDGET  ?= 3600
+WORKERS ?= 1
+bench-search: install
+	@test -s $(ML100K)/u.data || scripts/fetch_ml100k.sh $(ML100K)
+	$(BIN)/python benchmarks/bench_search.py prepare --ml100k $(ML100K) --out .kwai-search/data
+	$(BIN)/python benchmarks/bench_search.py run $(MODEL) --data .kwai-search/data --out .kwai-search/$(MODEL) \
+		--workers $(WORKERS) --budget-s $(BUDGET)
+	$(BIN)/python benchmarks/bench_search.py select --out .kwai-search/$(MODEL)
 
 # MF, LightGCN (tuned on validation), the adapter ablation: synthetic `small` and MovieLens-100k.
 bench-models: install

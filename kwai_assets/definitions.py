@@ -40,9 +40,21 @@ def build_resources(settings: Settings) -> dict[str, object]:
     }
 
 
+def build_executor(settings: Settings) -> dg.ExecutorDefinition | None:
+    """Dagster's own multiprocess executor (None: the default), or its Kubernetes one: a pod per step."""
+    if settings.executor != "k8s":
+        return None
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as missing:
+        raise ImportError("KWAI_EXECUTOR=k8s needs dagster-k8s: pip install -e '.[k8s]'") from missing
+    return k8s_job_executor
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The whole graph over `settings` (the tests build one per temporary home)."""
     return dg.Definitions(
+        executor=build_executor(settings),
         assets=dg.load_assets_from_modules(MODULES),
         asset_checks=dg.load_asset_checks_from_modules(MODULES),
         jobs=JOBS,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENGINES = ("duckdb", "spark")
+EXECUTORS = ("multiprocess", "k8s")
 
 
 @dataclass(frozen=True)
@@ -32,10 +33,13 @@ class Settings:
     encoder_model: str = ""         # KWAI_ENCODER_MODEL: local encoder folder; empty = the packaged all-MiniLM-L6-v2
     service_url: str = "http://127.0.0.1:8000"   # KWAI_SERVICE_URL: where `make serve` answers (the UI links to it)
     engine: str = "duckdb"          # KWAI_ENGINE: duckdb | spark, for the prepare and graph steps
+    executor: str = "multiprocess"  # KWAI_EXECUTOR: multiprocess (one machine) | k8s (a pod per step; deploy/)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"KWAI_ENGINE must be one of {ENGINES}, got {self.engine!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"KWAI_EXECUTOR must be one of {EXECUTORS}, got {self.executor!r}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -55,6 +59,7 @@ class Settings:
             encoder_model=env.get("KWAI_ENCODER_MODEL", ""),
             service_url=env.get("KWAI_SERVICE_URL", "http://127.0.0.1:8000"),
             engine=env.get("KWAI_ENGINE", "duckdb"),
+            executor=env.get("KWAI_EXECUTOR", "multiprocess"),
         )
 
     @property

@@ -17,6 +17,11 @@ from kwai_assets.settings import current
 DAILY = dg.DailyPartitionsDefinition(start_date=current().start_date)
 SHARDS = dg.StaticPartitionsDefinition([str(s) for s in range(current().llm_shards)])
 
+# Where a step needs the GPU: the `gpu` concurrency pool (one step per GPU on one machine, dagster.yaml), and on
+# Kubernetes (KWAI_EXECUTOR=k8s) a pod that requests one GPU; other executors ignore the tag.
+GPU = {"pool": "gpu", "op_tags": {"dagster-k8s/config": {"container_config": {
+    "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}}}}}
+
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", re.MULTILINE)
 
 

@@ -8,7 +8,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from kwai_assets.assets.common import SHARDS, check_result, config_from, guard, materialized_metadata, to_dataclass
+from kwai_assets.assets.common import GPU, SHARDS, check_result, config_from, guard, materialized_metadata, to_dataclass
 from kwai_assets.core.vectors import vector_problems
 from kwai_assets.llm import prompts as builders
 from kwai_assets.llm.profiles import embed_profiles, embedding_texts, generate_profiles, shard_of
@@ -52,7 +52,7 @@ def _llm_group(entity: str) -> list:
         return check_result(builders.prompt_problems(df, splits, key, limit),
                             f"{len(df)} prompts from the train split, all within {limit} tokens", limit=limit)
 
-    @dg.asset(name=profiles_name, group_name="llm", partitions_def=SHARDS, pool="gpu", kinds={"pytorch", "mlflow"},
+    @dg.asset(name=profiles_name, group_name="llm", partitions_def=SHARDS, **GPU, kinds={"pytorch", "mlflow"},
               ins={"prompts": dg.AssetIn(prompts_name)},
               description=f"LLM summary of each {entity} prompt of this shard, cached by "
                           "hash(backend, model, params, prompt).")
@@ -71,7 +71,7 @@ def _llm_group(entity: str) -> list:
                                         "empty_profiles": int((out["profile"].str.strip() == "").sum()),
                                         "mlflow_run_id": run.run_id})
 
-    @dg.asset(name=embeddings_name, group_name="llm", partitions_def=SHARDS, pool="gpu",
+    @dg.asset(name=embeddings_name, group_name="llm", partitions_def=SHARDS, **GPU,
               kinds={"pytorch", "parquet"}, ins={"profiles": dg.AssetIn(profiles_name),
                                                  "prompts": dg.AssetIn(prompts_name)},
               description=f"One vector per {entity} of this shard: the {entity}'s text (MovieLens titles) or else "

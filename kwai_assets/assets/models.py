@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kwai_assets.assets.common import (
+    GPU,
     check_result,
     config_from,
     guard,
@@ -70,7 +71,7 @@ def _history_metadata(history: list[dict], run_id: str, params: dict) -> dict:
 
 
 @dg.multi_asset(
-    group_name="models", pool="gpu",
+    group_name="models", **GPU,
     outs={
         "interest_model": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
             "Per-epoch training history (loss, samples/s, expert load) of the long-term interest model; "
@@ -137,7 +138,7 @@ def _cf_vectors(model: cf.LightGCN, prefix: str) -> dict[str, pd.DataFrame]:
 
 
 @dg.multi_asset(
-    group_name="models", pool="gpu",
+    group_name="models", **GPU,
     outs={
         "cf_model": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
             "Per-epoch history (BPR loss, validation NDCG@20) of the ID-based CF model (LightGCN or MF) alone; "
@@ -159,7 +160,7 @@ def cf_model(context: dg.AssetExecutionContext, config: CFRunConfig, models: Mod
 
 
 @dg.multi_asset(
-    name="two_tower", group_name="models", pool="gpu",
+    name="two_tower", group_name="models", **GPU,
     outs={
         "two_tower": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(
             "Per-epoch history (loss, validation loss, validation NDCG@20) of the two-tower recall model; "
@@ -193,7 +194,7 @@ two_tower_user_embeddings_valid = _vectors_check("two_tower_user_embeddings", "u
 two_tower_item_embeddings_valid = _vectors_check("two_tower_item_embeddings", "item_idx")
 
 
-@dg.asset(group_name="models", pool="gpu", kinds={"pytorch", "mlflow"})
+@dg.asset(group_name="models", **GPU, kinds={"pytorch", "mlflow"})
 def ranker(context: dg.AssetExecutionContext, config: RankerRunConfig, models: ModelStoreResource,
            training_candidates: pd.DataFrame, splits: pd.DataFrame, id_maps: pd.DataFrame,
            user_attributes: pd.DataFrame) -> dg.Output[pd.DataFrame]:
@@ -234,7 +235,7 @@ def ranker_training(history: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.multi_asset(
-    group_name="models", pool="gpu",
+    group_name="models", **GPU,
     ins={"cf_model": dg.AssetIn()},
     outs={
         "adapter": dg.AssetOut(kinds={"pytorch", "mlflow"}, description=(

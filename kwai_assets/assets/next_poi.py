@@ -9,7 +9,7 @@ import re
 import dagster as dg
 import pandas as pd
 
-from kwai_assets.assets.common import check_result, config_from, guard, to_dataclass
+from kwai_assets.assets.common import GPU, check_result, config_from, guard, to_dataclass
 from kwai_assets.core.evaluation import device
 from kwai_assets.core.mobility import (
     POICatalog,
@@ -64,7 +64,7 @@ NextPOIRunConfig = config_from(
     ablation=(bool, True, "also train the model without the distance term, for the protocol's table"))
 
 
-@dg.asset(group_name="models", pool="gpu", kinds={"pytorch", "mlflow"})
+@dg.asset(group_name="models", **GPU, kinds={"pytorch", "mlflow"})
 def next_poi(context: dg.AssetExecutionContext, config: NextPOIRunConfig, models: ModelStoreResource,
              checkins: pd.DataFrame, poi_attributes: pd.DataFrame, id_maps: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """The next-POI protocol's table on the test split (Acc@1/5/10, MRR) of the model (`models/next_poi.py`), the

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from kwai_assets.assets.common import check_result, guard, latest_run_id, materialized_metadata
+from kwai_assets.assets.common import GPU, check_result, guard, latest_run_id, materialized_metadata
 from kwai_assets.core.evaluation import EvalData
 from kwai_assets.core.recommendations import recommendation_problems
 from kwai_assets.core.reid import index_sizes
@@ -35,7 +35,7 @@ class RecommendationsConfig(dg.Config):
     k: int = 50                  # items per user
 
 
-@dg.asset(group_name="serve", pool="gpu", kinds={"pytorch", "parquet"}, ins={"ranker": dg.AssetIn()})
+@dg.asset(group_name="serve", **GPU, kinds={"pytorch", "parquet"}, ins={"ranker": dg.AssetIn()})
 def recommendations(context: dg.AssetExecutionContext, config: RecommendationsConfig, models: ModelStoreResource,
                     ranker: pd.DataFrame, candidates: pd.DataFrame, splits: pd.DataFrame, id_maps: pd.DataFrame,
                     user_attributes: pd.DataFrame) -> dg.Output[pd.DataFrame]:

@@ -1,0 +1,72 @@
+"""deploy/: the Kubernetes executor, the GPU steps' pod request, and the files that deploy the graph."""
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from kwai_assets.definitions import build_definitions
+from kwai_assets.settings import Settings, current
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+PACKAGE = Path(__file__).resolve().parents[1] / "kwai_assets"
+
+
+def _nodes(defs: dg.Definitions) -> dict[str, dg.OpDefinition]:
+    return {a.node_def.name: a.node_def for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
+
+
+def _gpu_request(node: dg.OpDefinition) -> str | None:
+    config = node.tags.get("dagster-k8s/config")
+    config = yaml.safe_load(config) if isinstance(config, str) else config
+    return ((config or {}).get("container_config", {}).get("resources", {}).get("limits", {})).get("nvidia.com/gpu")
+
+
+def test_every_gpu_pool_step_asks_kubernetes_for_one_gpu_and_no_other_step_does():
+    nodes = _nodes(build_definitions(current()))
+    gpu = {name for name, node in nodes.items() if node.pool == "gpu"}
+    assert {"interest_model", "cf_model", "ranker", "next_poi", "recommendations"} <= gpu
+    assert {name for name, node in nodes.items() if _gpu_request(node) == "1"} == gpu
+
+
+def test_the_k8s_executor_runs_every_job_and_the_run_config_passes_dagsters_validation():
+    pytest.importorskip("dagster_k8s")
+    defs = build_definitions(dataclasses.replace(current(), executor="k8s"))
+    run_config = yaml.safe_load((DEPLOY / "run_config.yaml").read_text())
+    for job in defs.jobs:
+        resolved = defs.resolve_job_def(job.name)
+        assert resolved.executor_def.name == "k8s"
+        dg.validate_run_config(resolved, run_config)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="max_concurrent"):
+        dg.validate_run_config(defs.resolve_job_def("daily_refresh"),
+                               {"execution": {"config": {"max_concurrent": "eight"}}})
+
+
+def test_without_dagster_k8s_the_k8s_executor_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dagster_k8s", None)
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[k8s\]'"):
+        build_definitions(dataclasses.replace(current(), executor="k8s"))
+
+
+def test_an_unknown_executor_is_refused_by_name():
+    with pytest.raises(ValueError, match="KWAI_EXECUTOR must be one of .*'celery'"):
+        dataclasses.replace(current(), executor="celery")
+    assert Settings.from_env().executor == "multiprocess"
+
+
+def test_the_helm_values_and_the_image_serve_these_definitions_with_settings_the_code_reads():
+    values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "kwai_assets.definitions"]
+    read = set(re.findall(r"KWAI_[A-Z_]+", "".join(p.read_text() for p in PACKAGE.rglob("*.py"))))
+    named = {e["name"] for e in deployment["env"]}
+    assert named <= read, f"values.yaml sets variables the code never reads: {sorted(named - read)}"
+    assert {"name": "KWAI_EXECUTOR", "value": "k8s"} in deployment["env"]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert '"--module-name", "kwai_assets.definitions"' in dockerfile and "KWAI_EXECUTOR=k8s" in dockerfile
+    mount = yaml.safe_load((DEPLOY / "run_config.yaml").read_text())["execution"]["config"]["volume_mounts"]
+    assert [m["mountPath"] for m in mount] == [m["mountPath"] for m in deployment["volumeMounts"]]
