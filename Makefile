@@ -17,7 +17,7 @@ PORT       ?= 8000
 # where the service answers: the `recommendations` asset links its explorer page from the Dagster UI
 export KWAI_SERVICE_URL ?= http://127.0.0.1:$(PORT)
 
-.PHONY: install demo demo-quality demo-movielens ui serve redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-search bench-models bench-recall bench-two-tower bench-rank bench-next-poi bench-serve clean
+.PHONY: install demo demo-quality demo-movielens ui serve redis redis-stop test bench-prepare bench-swing bench-llm bench-encoder bench-interest bench-interest-quality bench-search bench-models bench-recall bench-two-tower bench-rank bench-next-poi bench-serve bench-scale clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +98,12 @@ bench-next-poi: install
 # A bounded load test of /users/{id}/recommendations with 100,000 users in Redis: req/s, p50 and p99 (a minute).
 bench-serve: install
 	$(BIN)/python benchmarks/bench_serve.py
+
+# Per stage, wall time and peak memory of DuckDB and Spark local[2] at about 1M, 3M and 10M raw rows, the fitted
+# growth, then what Swing's caps save (docs/scaling.md). About an hour on 2 cores.
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_scale.py --caps
 
 bench-llm: install
 	$(BIN)/python benchmarks/bench_llm.py

@@ -18,15 +18,28 @@ class Measure:
 
 
 @contextmanager
-def measured(interval: float = 0.02) -> Iterator[Measure]:
-    """Wall time and the process's peak resident memory while the block runs (sampled)."""
+def measured(interval: float = 0.02, tree: bool = False) -> Iterator[Measure]:
+    """Wall time and the process's peak resident memory while the block runs (sampled); with `tree`, that of
+    the process and its children together (e.g. Spark's JVM)."""
     process, result, done = psutil.Process(), Measure(), threading.Event()
-    peak = [process.memory_info().rss]
+
+    def rss() -> int:
+        if not tree:
+            return process.memory_info().rss
+        total = process.memory_info().rss
+        for child in process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    peak = [rss()]
     result.start_rss_gb = peak[0] / 2**30
 
     def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
+            peak[0] = max(peak[0], rss())
             time.sleep(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -38,7 +51,7 @@ def measured(interval: float = 0.02) -> Iterator[Measure]:
         result.seconds = time.perf_counter() - start
         done.set()
         sampler.join()
-        result.peak_rss_gb = max(peak[0], process.memory_info().rss) / 2**30
+        result.peak_rss_gb = max(peak[0], rss()) / 2**30
 
 
 def dataset(name: str, ml100k: str):

@@ -91,6 +91,8 @@ PRESETS = {
                      clicks_per_user_day=0.8),
     "large": Preset(users=100_000, pois=6_000, items=40_000, categories=20, districts_per_city=10, days=30,
                     clicks_per_user_day=1.0),
+    "xlarge": Preset(users=333_000, pois=6_000, items=40_000, categories=20, districts_per_city=10, days=30,
+                     clicks_per_user_day=1.0),       # about 10M raw rows: the scaling benchmark's top size
 }
 
 
