@@ -102,7 +102,7 @@ bench-serve: install
 # Per stage, wall time and peak memory of DuckDB and Spark local[2] at about 1M, 3M and 10M raw rows, the fitted
 # growth, then what Swing's caps save (docs/scaling.md). About an hour on 2 cores.
 bench-scale: install
-	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_scale.py --timeout 900
 	$(BIN)/python benchmarks/bench_scale.py --caps
 
 bench-llm: install

@@ -168,7 +168,7 @@ def caps(presets: list[str]) -> None:
         data = EvalData.from_splits(tables.splits, tables.sizes["user"], tables.sizes["item"])
         train = data.train.tocsr()
         print(f"{preset} train: {train.nnz:,} interactions; most items per user {np.diff(train.indptr).max():,}, "
-              f"most users per item {np.bincount(train.indices).max():,}", file=sys.stderr, flush=True)
+              f"most users per item {np.bincount(train.indices).max():,}", flush=True)
         settings = [(None, None), (1000, 1000)] + ([(200, 200), (100, 100), (50, 50)] if preset == "small" else [])
         for max_items, max_users in settings:
             capped = cap(train, max_items, max_users)

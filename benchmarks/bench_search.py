@@ -5,11 +5,11 @@ The data is MovieLens-100k on the comparable setup (no k-core, the floor split 7
 prepared once by `prepare` (the prepare group's core functions; needs DuckDB) into a folder of Parquet, so
 that `run` needs only torch, numpy, scipy, pandas and pyarrow and runs on a bare GPU machine.
 
-Trial 0 is the current default; the others draw every field of SPACES[model] at random (seeded). Each trial
-trains with early stopping on validation NDCG@20 and writes one line to `trials.jsonl` as it ends: the
-configuration, the best validation NDCG@20, its epoch and the wall time. Its test NDCG@20 goes to
-`sealed_test.jsonl`, which `select` opens for the configuration with the best validation figure alone (and
-the default, already reported), so choosing never looks at test.
+Trial 0 is the current default (LightGCN with patience 5, as `bench_cf_grid.py`); the others draw every field of
+SPACES[model] at random (seeded). Each trial trains with early stopping on validation NDCG@20 and writes one
+line to `trials.jsonl` as it ends: the configuration, the best validation NDCG@20, its epoch and the wall time.
+Its test NDCG@20 goes to `sealed_test.jsonl`, which `select` opens for the configuration with the best
+validation figure alone (and the default, already reported), so choosing never looks at test.
 
     python benchmarks/bench_search.py prepare --out DIR [--ml100k DIR]
     python benchmarks/bench_search.py run interest|cf --data DIR --out DIR [--trials 64] [--workers 8]

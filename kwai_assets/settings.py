@@ -21,7 +21,7 @@ EXECUTORS = ("multiprocess", "k8s")
 class Settings:
     home: Path                 # KWAI_HOME: warehouse, catalog, MLflow store, Dagster instance, embedded Redis
     source: str                # KWAI_SOURCE: synthetic | files | movielens
-    preset: str                # KWAI_PRESET: synthetic size (tiny | small | medium | large)
+    preset: str                # KWAI_PRESET: synthetic size (tiny | small | medium | large | xlarge)
     data_dir: str              # KWAI_DATA_DIR: directory of the files / movielens source
     start_date: str            # KWAI_START_DATE: first daily partition of raw_interactions
     seed: int                  # KWAI_SEED: synthetic generator seed
