@@ -12,7 +12,8 @@ it today. A run that passes `--timeout` seconds is stopped, its finished stages 
 Growth: time ~ rows^b, b fitted by least squares on log-log over the sizes that finished.
 
 Caps (`--caps`): the field caps Swing's user-pair work by dropping users with more than 1,000 items and
-keeping at most 1,000 users per item (a seeded sample). `--caps` shows what they save as the logs grow
+keeping at most 1,000 users per item (a seeded hash sample): `SwingParams.drop_rows_above` and
+`max_rows_per_column`, on both engines. `--caps` shows what they save as the logs grow
 (interactions kept, Swing's user pairs and work, time) and, on `small`, with tighter caps too, what they cost
 Swing item-kNN in NDCG@20.
 
@@ -30,7 +31,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import measured, table  # noqa: E402
@@ -135,24 +135,6 @@ def report(rows: list[dict], presets: list[str], engines: list[str]) -> None:
     print(table(header, body))
 
 
-def cap(matrix: sp.csr_matrix, max_items: int | None, max_users: int | None, seed: int = 0) -> sp.csr_matrix:
-    """Drop users (rows) with more than `max_items` items, then keep a seeded sample of `max_users` users per
-    item (column): the caps production Swing jobs put on its user-pair work."""
-    m = matrix.tocsr(copy=True)
-    if max_items is not None:
-        m = sp.diags((np.diff(m.indptr) <= max_items).astype(m.dtype)) @ m
-        m.eliminate_zeros()
-    if max_users is not None:
-        coo = m.tocoo()
-        key = np.random.default_rng(seed).random(coo.nnz)
-        order = np.lexsort((key, coo.col))
-        col = coo.col[order]
-        start = np.searchsorted(col, col, side="left")
-        keep = order[np.arange(len(order)) - start < max_users]
-        m = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=m.shape)
-    return m
-
-
 def caps(presets: list[str]) -> None:
     """Swing with and without the caps: on `small` with the evaluation (and tighter caps), on the larger presets
     the work alone (what the caps save as logs grow)."""
@@ -171,16 +153,15 @@ def caps(presets: list[str]) -> None:
               f"most users per item {np.bincount(train.indices).max():,}", flush=True)
         settings = [(None, None), (1000, 1000)] + ([(200, 200), (100, 100), (50, 50)] if preset == "small" else [])
         for max_items, max_users in settings:
-            capped = cap(train, max_items, max_users)
             with measured() as m:
-                pairs, stats = swing(capped)
+                pairs, stats = swing(train, drop_rows_above=max_items, max_rows_per_column=max_users)
             ndcg = ["", ""]
             if preset == "small":
                 score = item_knn(data, pairs)
                 ndcg = [f"{evaluate(score, data.validation(), ks=(20,))['ndcg', 20]:.4f}",
                         f"{evaluate(score, data, ks=(20,))['ndcg', 20]:.4f}"]
-            rows.append([preset, f"{max_items or '-'} / {max_users or '-'}", capped.nnz, stats.pairs, stats.work,
-                         round(m.seconds, 1), round(m.peak_rss_gb, 2), *ndcg])
+            rows.append([preset, f"{max_items or '-'} / {max_users or '-'}", stats.interactions, stats.pairs,
+                         stats.work, round(m.seconds, 1), round(m.peak_rss_gb, 2), *ndcg])
             print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     print(table(["preset", "caps: items per user / users per item", "interactions", "user pairs",
                  "work (sum of |I_u ∩ I_v|^2)", "swing s", "peak GB", "val NDCG@20", "test NDCG@20"], rows))

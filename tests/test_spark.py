@@ -98,14 +98,17 @@ def test_the_prepare_chain_writes_the_same_rows_on_small():
 
 
 @pytest.mark.parametrize("side", ["item", "user"])
-@pytest.mark.parametrize("params", [SwingParams(), SwingParams(alpha=0.5, top_k=10, user_weight=True)])
+@pytest.mark.parametrize("params", [SwingParams(), SwingParams(alpha=0.5, top_k=10, user_weight=True),
+                                    SwingParams(drop_rows_above=40, max_rows_per_column=12, seed=3)])
 def test_swing_pairs_and_stats_match(tiny, side, params):
     sizes = index_sizes(tiny["maps"])
     (pairs, stats), (pairs_s, stats_s) = both("positive_pairs", tiny["splits"], sizes, side, params)
     assert stats == stats_s
     assert_same_pairs(pairs, pairs_s, params.top_k)
     train = train_matrix(tiny["splits"], sizes, side)       # the assets' check: exact symmetry, top_k, coverage
-    assert pair_problems(pairs_s, params.top_k, columns_with_neighbours(train)) == []
+    assert pair_problems(pairs_s, params.top_k, columns_with_neighbours(train, params)) == []
+    if params.max_rows_per_column:                          # the caps bind here: both engines kept the same rows
+        assert stats.interactions < train.nnz
 
 
 def test_the_first_delivered_row_of_a_duplicated_key_is_kept_on_both():

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from swing_reference import random_matrix, rows_of, swing_reference, work_count
 
 import kwai_assets.core.swing as swing_module
-from kwai_assets.core.swing import binarize, columns_with_neighbours, swing
+from kwai_assets.core.swing import binarize, capped, columns_with_neighbours, swing
 
 
 def matrix(rows: dict[int, list[int]], n_items: int) -> sp.csr_matrix:
@@ -129,3 +129,23 @@ def test_bad_parameters():
         swing(random_matrix(0), alpha=0)
     with pytest.raises(ValueError, match="top_k"):
         swing(random_matrix(0), top_k=0)
+
+
+def test_the_caps_drop_heavy_rows_and_keep_a_seeded_sample_of_each_columns_rows():
+    rng = np.random.default_rng(3)
+    dense = (rng.random((300, 40)) < 0.25).astype(np.float32)
+    dense[:5] = 1                                            # five users with every item: above the row cap
+    m = binarize(sp.csr_matrix(dense))
+    c = capped(m, drop_rows_above=20, max_rows_per_column=30, seed=5)
+    light = np.diff(m.indptr) <= 20
+    assert c[:5].nnz == 0 and (np.diff(c.indptr)[~light] == 0).all()
+    assert (c - c.multiply(m)).nnz == 0                     # only rows the matrix had
+    per_column = np.asarray(m[light].sum(0)).ravel()
+    assert np.array_equal(np.bincount(c.indices, minlength=40), np.minimum(per_column, 30))
+    assert (capped(m, 20, 30, seed=5) != c).nnz == 0 and (capped(m, 20, 30, seed=6) != c).nnz > 0
+    pairs, stats = swing(m, drop_rows_above=20, max_rows_per_column=30, seed=5)
+    expected, _ = swing(c)
+    pd.testing.assert_frame_equal(pairs, expected)
+    assert stats.interactions == c.nnz
+    with pytest.raises(ValueError, match="max_rows_per_column must be >= 2"):
+        swing(m, max_rows_per_column=1)

@@ -28,7 +28,7 @@ Item2VecRunConfig = config_from(Item2VecConfig)
 
 
 def _problems(pairs: pd.DataFrame, train: sp.csr_matrix, params: SwingParams) -> list[str]:
-    return pair_problems(pairs, params.top_k, columns_with_neighbours(train, params.max_history, params.seed))
+    return pair_problems(pairs, params.top_k, columns_with_neighbours(train, params))
 
 
 def _train(splits: pd.DataFrame, id_maps: pd.DataFrame, side: str) -> sp.csr_matrix:

@@ -97,6 +97,34 @@ def binarize(matrix: sp.spmatrix, max_history: int | None = None, seed: int = 0)
     return a
 
 
+# cap_keys: an integer hash of (row, column, seed) that Spark computes with the same bigint arithmetic
+CAP_A, CAP_B, CAP_C, CAP_M = 2_654_435_761, 2_246_822_519, 3_266_489_917, 2**31
+
+
+def cap_keys(rows: np.ndarray, columns: np.ndarray, seed: int) -> np.ndarray:
+    """The order in which a capped column keeps its rows (smallest first): a seeded hash, the same on both engines."""
+    mixed = ((rows.astype(np.int64) * CAP_A) % CAP_M) ^ (((columns.astype(np.int64) + seed) * CAP_B) % CAP_M)
+    return (mixed * CAP_C) % CAP_M
+
+
+def capped(a: sp.csr_matrix, drop_rows_above: int | None = None, max_rows_per_column: int | None = None,
+           seed: int = 0) -> sp.csr_matrix:
+    """The field's caps on Swing's user-pair work, which grows with the square of rows per column: rows with more
+    than `drop_rows_above` entries are dropped, then each column keeps its `max_rows_per_column` rows of
+    smallest `cap_keys` (ties: the lower row)."""
+    if drop_rows_above is not None:
+        a = sp.csr_matrix(a.multiply((np.diff(a.indptr) <= drop_rows_above)[:, None]))
+        a.eliminate_zeros()
+    if max_rows_per_column is not None:
+        coo = a.tocoo()
+        order = np.lexsort((coo.row, cap_keys(coo.row, coo.col, seed), coo.col))
+        column = coo.col[order]
+        keep = order[np.arange(len(order)) - np.searchsorted(column, column) < max_rows_per_column]
+        a = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=a.shape)
+    a.sort_indices()
+    return a
+
+
 @dataclass
 class PairRows:
     """Consecutive rows of Q (user pairs sharing two or more columns, in pair order)."""
@@ -244,12 +272,15 @@ class SwingParams:
     alpha: float = 1.0                   # smoothing of 1 / (alpha + |I_u ∩ I_v|)
     top_k: int = 50                      # neighbours kept per src
     user_weight: bool = False            # multiply pair weights by 1/sqrt(|I_u| |I_v|)
-    max_history: int | None = None       # cap per row, deterministic sample; None = no cap
-    seed: int = 0                        # of the max_history sample
+    max_history: int | None = None       # cap per row, deterministic sample; None = no cap (DuckDB engine only)
+    drop_rows_above: int | None = None   # drop rows (users, for item Swing) with more entries; the field uses 1000
+    max_rows_per_column: int | None = None  # keep this many rows per column (users per item), a seeded hash sample
+    seed: int = 0                        # of the max_history and max_rows_per_column samples
 
 
 def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight: bool = False,
-          max_history: int | None = None, seed: int = 0, block_triples: int = 1_000_000,
+          max_history: int | None = None, seed: int = 0, drop_rows_above: int | None = None,
+          max_rows_per_column: int | None = None, block_triples: int = 1_000_000,
           block_entries: int = 4_000_000, threads: bool = True) -> tuple[pd.DataFrame, SwingStats]:
     """Swing similarity between the *columns* of `matrix` (rows = users, columns = items).
 
@@ -262,7 +293,10 @@ def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    a = binarize(matrix, max_history, seed)
+    for name, cap in (("drop_rows_above", drop_rows_above), ("max_rows_per_column", max_rows_per_column)):
+        if cap is not None and cap < 2:
+            raise ValueError(f"{name} must be >= 2 (or None for no cap), got {cap}")
+    a = capped(binarize(matrix, max_history, seed), drop_rows_above, max_rows_per_column, seed)
     n_cols = a.shape[1]
     sim = sp.csr_matrix((n_cols, n_cols))
     triples = pairs_used = nnz_q = work_used = 0
@@ -295,10 +329,12 @@ def positive_pairs(splits: pd.DataFrame, sizes: dict[str, int], side: str,
     return swing(train_matrix(splits, sizes, side), **asdict(params))
 
 
-def columns_with_neighbours(matrix: sp.spmatrix, max_history: int | None = None, seed: int = 0) -> np.ndarray:
-    """Columns i with sim(i, j) > 0 for some j: two rows share i and at least one other column."""
+def columns_with_neighbours(matrix: sp.spmatrix, params: SwingParams = SwingParams()) -> np.ndarray:
+    """Columns i with sim(i, j) > 0 for some j under `params`' caps: two rows share i and another column."""
     seen = np.zeros(matrix.shape[1], dtype=bool)
-    for rows in pair_blocks(binarize(matrix, max_history, seed)):
+    a = capped(binarize(matrix, params.max_history, params.seed), params.drop_rows_above, params.max_rows_per_column,
+               params.seed)
+    for rows in pair_blocks(a):
         seen[rows.columns] = True
     return np.flatnonzero(seen)
 

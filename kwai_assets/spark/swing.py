@@ -18,7 +18,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from kwai_assets.core.swing import SwingParams, SwingStats
+from kwai_assets.core.swing import CAP_A, CAP_B, CAP_C, CAP_M, SwingParams, SwingStats
 
 
 def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
@@ -33,8 +33,8 @@ def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
         raise ValueError("max_history is not implemented on the Spark engine (its seeded sample is numpy's); "
                          "run Swing with KWAI_ENGINE=duckdb or without the cap")
     column, row = ("item_idx", "user_idx") if side == "item" else ("user_idx", "item_idx")
-    pairs = (splits.where(F.col("split") == "train").select(F.col(row).alias("u"), F.col(column).alias("i"))
-             .distinct().localCheckpoint())
+    pairs = capped(splits.where(F.col("split") == "train").select(F.col(row).alias("u"), F.col(column).alias("i"))
+                   .distinct(), params).localCheckpoint()
     weights = pairs.groupBy("u").agg((1.0 / F.sqrt(F.count(F.lit(1)))).alias("w") if params.user_weight
                                      else F.lit(1.0).alias("w"))
     a, b = pairs.alias("a"), pairs.alias("b")
@@ -69,3 +69,20 @@ def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
                        pairs_used=counts["used"] or 0, triples=counts["triples"] or 0, work=counts["work"] or 0,
                        output_pairs=top.count())
     return top, stats
+
+
+def capped(pairs: DataFrame, params: SwingParams) -> DataFrame:
+    """`core.swing.capped` on (u, i) rows: users above `drop_rows_above` items dropped, then each item's
+    `max_rows_per_column` users of smallest `core.swing.cap_keys` kept (bigint arithmetic, no overflow)."""
+    for name in ("drop_rows_above", "max_rows_per_column"):
+        if (cap := getattr(params, name)) is not None and cap < 2:
+            raise ValueError(f"{name} must be >= 2 (or None for no cap), got {cap}")
+    if params.drop_rows_above is not None:
+        light = pairs.groupBy("u").agg(F.count(F.lit(1)).alias("n")).where(F.col("n") <= params.drop_rows_above)
+        pairs = pairs.join(light.select("u"), "u")
+    if params.max_rows_per_column is not None:
+        mixed = ((F.col("u") * CAP_A) % CAP_M).bitwiseXOR(((F.col("i") + params.seed) * CAP_B) % CAP_M)
+        order = Window.partitionBy("i").orderBy((mixed * CAP_C) % CAP_M, F.col("u"))
+        pairs = (pairs.withColumn("_rank", F.row_number().over(order))
+                 .where(F.col("_rank") <= params.max_rows_per_column).drop("_rank"))
+    return pairs.select("u", "i")
