@@ -278,6 +278,17 @@ class SwingParams:
     seed: int = 0                        # of the max_history and max_rows_per_column samples
 
 
+def check_params(alpha: float, top_k: int, drop_rows_above: int | None, max_rows_per_column: int | None) -> None:
+    """Refuse Swing settings that make no sense, naming them (both engines call this first)."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    for name, cap in (("drop_rows_above", drop_rows_above), ("max_rows_per_column", max_rows_per_column)):
+        if cap is not None and cap < 2:
+            raise ValueError(f"{name} must be >= 2 (or None for no cap), got {cap}")
+
+
 def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight: bool = False,
           max_history: int | None = None, seed: int = 0, drop_rows_above: int | None = None,
           max_rows_per_column: int | None = None, block_triples: int = 1_000_000,
@@ -289,13 +300,7 @@ def swing(matrix: sp.spmatrix, alpha: float = 1.0, top_k: int = 50, user_weight:
     `block_triples`, `block_entries` and `threads` trade memory for speed (see the
     module docstring); the result is the same, bit for bit, whatever their values.
     """
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    for name, cap in (("drop_rows_above", drop_rows_above), ("max_rows_per_column", max_rows_per_column)):
-        if cap is not None and cap < 2:
-            raise ValueError(f"{name} must be >= 2 (or None for no cap), got {cap}")
+    check_params(alpha, top_k, drop_rows_above, max_rows_per_column)
     a = capped(binarize(matrix, max_history, seed), drop_rows_above, max_rows_per_column, seed)
     n_cols = a.shape[1]
     sim = sp.csr_matrix((n_cols, n_cols))

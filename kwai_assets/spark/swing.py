@@ -18,17 +18,14 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from kwai_assets.core.swing import CAP_A, CAP_B, CAP_C, CAP_M, SwingParams, SwingStats
+from kwai_assets.core.swing import CAP_A, CAP_B, CAP_C, CAP_M, SwingParams, SwingStats, check_params
 
 
 def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
           n_columns: int) -> tuple[DataFrame, SwingStats]:
     """(src, dst, score) between `side`s ("item" or "user") on the train split, and the stats of `core.swing`
     (`n_rows` x `n_columns`: the index sizes of the other side and of `side`)."""
-    if params.alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {params.alpha}")
-    if params.top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {params.top_k}")
+    check_params(params.alpha, params.top_k, params.drop_rows_above, params.max_rows_per_column)
     if params.max_history is not None:
         raise ValueError("max_history is not implemented on the Spark engine (its seeded sample is numpy's); "
                          "run Swing with KWAI_ENGINE=duckdb or without the cap")
@@ -74,9 +71,6 @@ def swing(splits: DataFrame, side: str, params: SwingParams, n_rows: int,
 def capped(pairs: DataFrame, params: SwingParams) -> DataFrame:
     """`core.swing.capped` on (u, i) rows: users above `drop_rows_above` items dropped, then each item's
     `max_rows_per_column` users of smallest `core.swing.cap_keys` kept (bigint arithmetic, no overflow)."""
-    for name in ("drop_rows_above", "max_rows_per_column"):
-        if (cap := getattr(params, name)) is not None and cap < 2:
-            raise ValueError(f"{name} must be >= 2 (or None for no cap), got {cap}")
     if params.drop_rows_above is not None:
         light = pairs.groupBy("u").agg(F.count(F.lit(1)).alias("n")).where(F.col("n") <= params.drop_rows_above)
         pairs = pairs.join(light.select("u"), "u")
