@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0      # the CPU build first, or pip pulls a CUDA one
-	$(BIN)/pip install -q -e '.[dev,spark,k8s]'
+	$(BIN)/pip install -q -e '.[dev,spark,k8s,s3]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -33,7 +33,8 @@ def _print(df: pd.DataFrame) -> None:
 
 
 def summary(settings: Settings) -> str:
-    wh = Warehouse(settings.home)
+    wh = Warehouse(settings.home, settings.warehouse)
+    tracking = ModelStore(settings.home, settings.mlflow_tracking_uri).tracking_uri
     assets = wh.assets()
     lines = [f"KWAI_HOME   {settings.home}", f"source      {settings.source}"
              + (f" ({settings.preset})" if settings.source == "synthetic" else f" ({settings.data_dir})"), ""]
@@ -53,7 +54,7 @@ def summary(settings: Settings) -> str:
                   wh.read("next_poi").to_markdown(index=False, floatfmt=".4f")]
     lines += ["", f"warehouse   {wh.root}", "SQL         kwai sql \"select * from splits limit 5\"",
               f"catalog     duckdb {wh.catalog_path}",
-              f"MLflow      mlflow ui --backend-store-uri {ModelStore(settings.home).tracking_uri}",
+              f"MLflow      mlflow ui --backend-store-uri {tracking}",
               "UI          make ui   (Dagster on http://127.0.0.1:3000)"]
     return "\n".join(lines)
 
@@ -103,7 +104,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     except ConnectionError as err:
         print(err, file=sys.stderr)
         return 1
-    app = create_app(WarehouseLookup(settings.home), store, safe_url(url))
+    app = create_app(WarehouseLookup(Warehouse(settings.home, settings.warehouse)), store, safe_url(url))
     print(f"serving {settings.home} and the online store at {safe_url(url)} on http://{args.host}:{args.port} "
           f"(explorer: http://{args.host}:{args.port}/explorer)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         from kwai_assets.io.warehouse import write_atomic
 
         try:
-            top = rankings(Warehouse(settings.home), args.model, args.k)
+            top = rankings(Warehouse(settings.home, settings.warehouse), args.model, args.k)
         except (ValueError, FileNotFoundError) as err:
             print(err, file=sys.stderr)
             return 2
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(config_reference(defs))
         return 0
-    wh = Warehouse(settings.home)
+    wh = Warehouse(settings.home, settings.warehouse)
     if args.command == "sql":
         _print(wh.sql(args.query))
     elif args.command == "summary":

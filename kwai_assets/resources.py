@@ -39,10 +39,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     """
 
     home: str
+    url: str = ""                     # KWAI_WAREHOUSE: the warehouse's root; default <home>/warehouse
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.home)
+        return Warehouse(self.home, self.url)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
@@ -60,11 +61,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 if column not in obj.columns:
                     raise ValueError(f"{name}: a multi-partition output needs a '{column}' column to split on")
                 groups = dict(tuple(obj.groupby(obj[column].astype(str), sort=False)))
-                path = None
                 for key in keys:
-                    path = self.warehouse.write(groups.get(key, obj.iloc[:0]), name, key)
-                path = path.parent if path is not None else self.warehouse.root / name
-        context.add_output_metadata({"path": str(path), "rows": len(obj)})
+                    self.warehouse.write(groups.get(key, obj.iloc[:0]), name, key)
+                path = f"{self.warehouse.root}/{name}"
+        context.add_output_metadata({"path": path, "rows": len(obj)})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         name = _asset_name(context.asset_key)
@@ -77,9 +77,10 @@ class WarehouseResource(dg.ConfigurableResource):
     """Direct warehouse access, for assets that read their own previous version."""
 
     home: str
+    url: str = ""                     # KWAI_WAREHOUSE, as the IO manager's
 
     def get(self) -> Warehouse:
-        return Warehouse(self.home)
+        return Warehouse(self.home, self.url)
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -97,13 +98,16 @@ class SourceResource(dg.ConfigurableResource):
 
 
 class ModelStoreResource(dg.ConfigurableResource):
-    """The model store (MLflow under KWAI_HOME): one run per materialization, progress in the run's log."""
+    """The model store (MLflow; under KWAI_HOME unless told otherwise): one run per materialization, progress in
+    the run's log."""
 
     home: str
+    tracking_uri: str = ""            # KWAI_MLFLOW_TRACKING_URI; default sqlite under home
+    artifacts: str = ""               # KWAI_MLFLOW_ARTIFACTS; default home/mlartifacts
 
     @property
     def store(self) -> ModelStore:
-        return ModelStore(self.home)
+        return ModelStore(self.home, self.tracking_uri, self.artifacts)
 
     def run(self, context: dg.AssetExecutionContext, params: dict[str, object] | None = None,
             name: str | None = None) -> AbstractContextManager[TrackedRun]:

@@ -34,6 +34,9 @@ class Settings:
     service_url: str = "http://127.0.0.1:8000"   # KWAI_SERVICE_URL: where `make serve` answers (the UI links to it)
     engine: str = "duckdb"          # KWAI_ENGINE: duckdb | spark, for the prepare and graph steps
     executor: str = "multiprocess"  # KWAI_EXECUTOR: multiprocess (one machine) | k8s (a pod per step; deploy/)
+    warehouse: str = ""             # KWAI_WAREHOUSE: the warehouse's path or URL (s3://...); empty = home/warehouse
+    mlflow_tracking_uri: str = ""   # KWAI_MLFLOW_TRACKING_URI: a database or server; empty = home/mlflow.db
+    mlflow_artifacts: str = ""      # KWAI_MLFLOW_ARTIFACTS: MLflow's artifact root URL; empty = home/mlartifacts
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -60,6 +63,9 @@ class Settings:
             service_url=env.get("KWAI_SERVICE_URL", "http://127.0.0.1:8000"),
             engine=env.get("KWAI_ENGINE", "duckdb"),
             executor=env.get("KWAI_EXECUTOR", "multiprocess"),
+            warehouse=env.get("KWAI_WAREHOUSE", ""),
+            mlflow_tracking_uri=env.get("KWAI_MLFLOW_TRACKING_URI", ""),
+            mlflow_artifacts=env.get("KWAI_MLFLOW_ARTIFACTS", ""),
         )
 
     @property

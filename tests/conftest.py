@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import dagster as dg
 import pytest
 
 from kwai_assets.definitions import build_resources, defs
-from kwai_assets.io.redis_server import local_redis
+from kwai_assets.io.redis_server import free_port, local_redis
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.jobs import JOBS, STAGES
 from kwai_assets.runner import run_job, run_stages
@@ -112,6 +113,28 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def s3() -> Iterator[str]:
+    """A bucket on a local S3 server (moto's, the protocol boto3 and s3fs speak to AWS), reached through the
+    object store's usual variables; yields the bucket's URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)        # one line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        boto3.client("s3").create_bucket(Bucket="kwai-test")
+        yield "s3://kwai-test"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def built(tmp_path_factory) -> tuple[Settings, Runs]:
     """The whole graph on the tiny preset (14 days), materialized once for the session by the stages of
     `make demo`: the days, what needs no LLM shard, the shards, what needs the shards."""
@@ -154,7 +177,7 @@ def served(built) -> Served:
 
     settings = built[0]
     store = OnlineStore.connect(SESSION_REDIS[0], prefix=f"served{time.monotonic_ns()}")
-    service = Served(settings, store, create_app(WarehouseLookup(settings.home), store, SESSION_REDIS[0]),
+    service = Served(settings, store, create_app(WarehouseLookup(Warehouse(settings.home)), store, SESSION_REDIS[0]),
                      instance_for(settings))
     assert service.publish().success
     return service

@@ -1,5 +1,6 @@
 """The whole graph on the tiny preset: checks green, stable re-runs, failures that keep good data."""
 import hashlib
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -85,7 +86,7 @@ def test_attribute_loss_above_the_limit_fails_the_check(built, tmp_path):
 
 
 def sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def test_bad_files_fail_with_a_clear_message_and_keep_the_previous_parquet(tmp_path):
@@ -114,7 +115,7 @@ def test_bad_files_fail_with_a_clear_message_and_keep_the_previous_parquet(tmp_p
     message = str(failed.get_step_failure_events()[0].step_failure_data.error)
     assert "interactions.csv: column 'lat' has 1 values outside [-90, 90], e.g. '930.5'" in message
     assert (sha(users_path), sha(day_path)) == good
-    assert not list(wh.root.rglob("*.tmp"))
+    assert not list(Path(wh.root).rglob("*.tmp"))
 
 
 def test_swing_item_knn_beats_popularity(warehouse):
@@ -145,7 +146,7 @@ def test_a_failing_check_keeps_the_stored_version_and_the_rejected_one_aside(tmp
                         run_config={"ops": {"clean_interactions": {"config": {"k": 1000}}}})
     message = str(failed.get_step_failure_events()[0].step_failure_data.error)
     assert "clean_interactions failed its check, so the stored version is unchanged: no rows left (k=1000)" in message
-    rejected = list((settings.home / "rejected" / "clean_interactions").glob("*.parquet"))
+    rejected = list(Path(wh.root, "_rejected", "clean_interactions").glob("*.parquet"))
     assert len(rejected) == 1 and str(rejected[0]) in message
 
     # a learning rate that turns every vector into NaN: no vector file is replaced

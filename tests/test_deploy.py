@@ -96,5 +96,8 @@ def test_the_helm_values_and_the_image_serve_these_definitions_with_settings_the
     assert "job_namespace" not in (DEPLOY / "run_config.yaml").read_text()   # step pods beside the release
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert '"--module-name", "kwai_assets.definitions"' in dockerfile and "KWAI_EXECUTOR=k8s" in dockerfile
+    urls = {e["name"]: e["value"] for e in deployment["env"] if str(e.get("value", "")).startswith("s3://")}
+    assert set(urls) == {"KWAI_WAREHOUSE", "KWAI_MLFLOW_ARTIFACTS"}          # the image can open them:
+    assert 'EXTRAS="spark,k8s,s3"' in dockerfile and {d.split(">")[0] for d in extras["s3"]} == {"s3fs", "boto3"}
     mount = yaml.safe_load((DEPLOY / "run_config.yaml").read_text())["execution"]["config"]["volume_mounts"]
     assert [m["mountPath"] for m in mount] == [m["mountPath"] for m in deployment["volumeMounts"]]

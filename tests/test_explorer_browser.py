@@ -87,7 +87,7 @@ def test_without_coordinates_the_map_gives_way_to_the_history(browser, served, t
              "poi_attributes")
     items = wh.read("item_attributes")
     wh.write(items.assign(poi_id="unknown", title=[f"Film {i}" for i in items["item_id"]]), "item_attributes")
-    app = create_app(WarehouseLookup(home), served.store, "test")
+    app = create_app(WarehouseLookup(Warehouse(home)), served.store, "test")
     user_idx = int(wh.read("recommendations")["user_idx"].iloc[1])
     maps = wh.read("id_maps")
     user = maps[(maps.entity == "user") & (maps.idx == user_idx)]["raw_id"].item()

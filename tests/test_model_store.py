@@ -2,11 +2,12 @@
 failed runs marked FAILED, and a moved home that keeps working in its new place."""
 import shutil
 
+import fsspec
 import numpy as np
 import pytest
 import torch
 
-from kwai_assets.io.model_store import ModelStore
+from kwai_assets.io.model_store import MODEL_FILE, ModelStore
 from kwai_assets.models.moe import MoE
 
 
@@ -59,3 +60,31 @@ def test_a_moved_home_reads_and_writes_its_own_artifacts(tmp_path):
     assert not old.exists()
     assert (new / "mlartifacts").is_dir() and store.client.get_run(again.run_id).info.artifact_uri.startswith(
         (new / "mlartifacts").as_uri())
+
+
+@pytest.mark.parametrize("scheme", ["file", "s3"])
+def test_pods_with_their_own_homes_share_a_tracking_store_and_an_artifact_url(tmp_path, request, scheme):
+    """As on a cluster: each step's pod has its own KWAI_HOME, the store and the artifacts are shared URLs."""
+    artifacts = (tmp_path / "bucket" / "mlflow").as_uri() if scheme == "file" else (
+        f"{request.getfixturevalue('s3')}/mlflow-{tmp_path.name}")
+    shared = {"tracking_uri": f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}", "artifacts": artifacts}
+    (tmp_path / "db").mkdir()
+    trainer = ModelStore(tmp_path / "pod-1", **shared)
+    with trainer.run("interest_model") as run:
+        run.save("interest_model", tiny_interest_model())
+    assert trainer.client.get_run(run.run_id).info.artifact_uri.startswith(artifacts)
+    fs, root = fsspec.core.url_to_fs(artifacts)
+    assert any(path.endswith(MODEL_FILE) for path in fs.find(root))
+    reader = ModelStore(tmp_path / "pod-2", **shared)
+    assert isinstance(reader.load(run.run_id, "interest_model"), torch.nn.Module)
+    assert not list(tmp_path.glob("pod-*/mlartifacts")) and not list(tmp_path.glob("pod-*/mlflow.db"))
+
+
+def test_an_artifact_url_the_experiment_does_not_use_is_refused(tmp_path):
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with ModelStore(tmp_path, tracking, (tmp_path / "a").as_uri()).run("x"):
+        pass
+    with pytest.raises(ValueError, match=r"keeps its artifacts at file://.*/a, not at file://.*/b "
+                                         r"\(KWAI_MLFLOW_ARTIFACTS\)"), \
+            ModelStore(tmp_path, tracking, (tmp_path / "b").as_uri()).run("y"):
+        pass

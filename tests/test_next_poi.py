@@ -2,6 +2,7 @@
 the model against Markov on the tiny preset's planted routines, the assets, and the check-in file loader."""
 import math
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -274,7 +275,7 @@ def test_bad_checkin_file_keeps_the_stored_days(tmp_path):
     assert ingest(settings, "2026-01-01", "2026-01-01", run_config=few).success
     assert dg.materialize(ALL, resources=build_resources(settings), selection=dg.AssetSelection.assets("raw_pois"))
     wh = Warehouse(settings.home)
-    day = wh.path("raw_interactions", "2026-01-01")
+    day = Path(wh.path("raw_interactions", "2026-01-01"))
     good = day.read_bytes()
     assert set(wh.read("raw_pois")["utc_offset_min"]) == {"-240"}
     write_checkins(data, [rows[0][:4] + ("91", "-74.0", "-240", rows[0][7]), *rows[1:]])

@@ -3,6 +3,7 @@ import dataclasses
 import hashlib
 import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -104,7 +105,7 @@ def test_the_online_store_asset_serves_user_vectors_under_raw_ids(built, redis_u
 
 def test_a_redis_that_is_down_fails_the_asset_and_keeps_the_parquet(built):
     settings = dataclasses.replace(built[0], redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    path = Warehouse(settings.home).path("user_vectors")
+    path = Path(Warehouse(settings.home).path("user_vectors"))
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     result = dg.materialize(ALL, resources=build_resources(settings), selection=ONLINE, raise_on_error=False)
     assert not result.success

@@ -1,5 +1,6 @@
 """Recall: the two-tower model, DeepWalk walks and item2vec, the faiss index and the candidate set."""
 import hashlib
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import build_rest, ingest, tiny_settings
 
-from kwai_assets.core.ann import HNSWParams, build_and_measure, read_index, search, write_index
+from kwai_assets.core.ann import HNSWParams, build_and_measure, search, store_index, stored_channels, stored_index
 from kwai_assets.core.baselines import popularity
 from kwai_assets.core.candidates import merge_channels, merged_recall_problems, recall_of
 from kwai_assets.core.evaluation import EvalData, evaluate
@@ -106,14 +107,17 @@ def _vectors(matrix: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"item_idx": np.arange(1, len(matrix) + 1), "vector": list(matrix.astype(np.float32))})
 
 
-def test_hnsw_finds_the_exact_neighbours_and_round_trips_through_faiss_files(tmp_path):
+@pytest.mark.parametrize("url", ["", "memory://hnsw-round-trip"])
+def test_hnsw_finds_the_exact_neighbours_and_round_trips_through_faiss_files(tmp_path, url):
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(5000, 32)).astype(np.float32)
     index, quality, problems = build_and_measure("random", _vectors(matrix), None, HNSWParams(), n_queries=300)
     assert not problems and quality.recall_at_10 >= 0.95 and quality.queries == 300
-    path = write_index(index, tmp_path / "index" / "random.faiss")
-    assert list(path.parent.iterdir()) == [path]                 # no temporary file left behind
-    _, found = search(read_index(path), matrix[:3], 1)
+    wh = Warehouse(tmp_path, url)
+    path = store_index(wh, "random", index)
+    assert wh.fs.ls(path.rsplit("/", 1)[0], detail=False) == [wh.fs._strip_protocol(path)]   # no temporary file
+    assert stored_channels(wh) == ["random"]
+    _, found = search(stored_index(wh, "random"), matrix[:3], 1)
     assert found[:, 0].tolist() != [0, 0, 0] and (found >= 1).all()   # ids are item_idx, not positions
 
 
@@ -187,7 +191,7 @@ def test_a_bad_vector_fails_the_index_and_leaves_the_stored_one(tmp_path):
     assert ingest(settings, "2026-01-01", "2026-01-14").success
     assert build_rest(settings).success
     wh = Warehouse(settings.home)
-    stored = wh.file("item_index", "item2vec.faiss")
+    stored = Path(wh.file("item_index", "item2vec.faiss"))
     before = hashlib.sha256(stored.read_bytes()).hexdigest()
     bad = wh.read("item2vec")
     bad.at[3, "vector"] = np.full(len(bad.at[3, "vector"]), np.nan, np.float32)

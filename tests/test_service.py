@@ -131,7 +131,7 @@ def test_search_lists_users_by_id_prefix(client, tables):
 
 def test_before_any_publish_the_service_says_what_to_materialize(served, redis_url):
     empty = OnlineStore.connect(redis_url, prefix=f"empty{time.monotonic_ns()}")
-    client = TestClient(create_app(WarehouseLookup(served.settings.home), empty, redis_url))
+    client = TestClient(create_app(WarehouseLookup(Warehouse(served.settings.home)), empty, redis_url))
     response = client.get("/health")
     assert response.status_code == 503 and "materialize online_store" in response.json()["detail"]
 
@@ -200,6 +200,7 @@ def test_a_served_item_the_warehouse_lacks_keeps_its_raw_id(served, tables):
     from kwai_assets.service.app import explore
 
     user = tables[1]["user"].iloc[0]
-    body = explore(WarehouseLookup(served.settings.home), lambda u: (7, [("ghost", 2.0), ("ghost2", 1.0)]), user)
+    lookup = WarehouseLookup(Warehouse(served.settings.home))
+    body = explore(lookup, lambda u: (7, [("ghost", 2.0), ("ghost2", 1.0)]), user)
     assert [r["item"] for r in body["recommendations"]] == ["ghost", "ghost2"] and body["version"] == 7
     assert body["recommendations"][0]["category"] is None

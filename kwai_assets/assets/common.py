@@ -11,7 +11,6 @@ import pandas as pd
 import pydantic
 
 from kwai_assets.core.steps import agreement_problems
-from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.settings import current
 
 DAILY = dg.DailyPartitionsDefinition(start_date=current().start_date)
@@ -77,11 +76,11 @@ def check_result(problems: list[str], ok: str, severity: dg.AssetCheckSeverity =
 def guard(context: dg.AssetExecutionContext, asset: str, df: pd.DataFrame, problems: list[str]) -> None:
     """Run a blocking check's logic before the write: a failing version never replaces the stored one.
 
-    The rejected frame is kept aside under KWAI_HOME/rejected for inspection and named in the error.
+    The rejected frame is kept aside in the warehouse's `_rejected/` for inspection and named in the error.
     """
     if not problems:
         return
-    path = Warehouse(context.resources.io_manager.home).reject(df, asset, context.run_id)
+    path = context.resources.io_manager.warehouse.reject(df, asset, context.run_id)
     raise dg.Failure(description=f"{asset} failed its check, so the stored version is unchanged: "
                                  f"{'; '.join(problems[:5])}. The rejected version is kept at {path}",
                      metadata={"rejected": str(path), "problems": len(problems)})

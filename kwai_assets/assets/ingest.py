@@ -5,7 +5,6 @@ Checks: raw_interactions_schema, raw_users_keys, raw_items_keys, raw_pois_keys.
 """
 import dagster as dg
 import pandas as pd
-import pyarrow.parquet as pq
 
 from kwai_assets.assets.common import DAILY, check_result, guard
 from kwai_assets.core.attributes import key_problems
@@ -55,7 +54,7 @@ def raw_interactions_schema(warehouse: WarehouseResource) -> dg.AssetCheckResult
     """Every stored day has the contract's columns with the contract's types."""
     wh = warehouse.get()
     days = wh.partitions("raw_interactions")
-    problems = [p for day in days for p in raw_schema_problems(pq.read_schema(wh.path("raw_interactions", day)), day)]
+    problems = [p for day in days for p in raw_schema_problems(wh.schema("raw_interactions", day), day)]
     return check_result(problems, f"{len(days)} days follow the contract", days=len(days))
 
 

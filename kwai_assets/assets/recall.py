@@ -17,9 +17,9 @@ from kwai_assets.core.ann import (
     build_and_measure,
     index_inputs,
     quality_problems,
-    read_index,
     recall_against_exact,
-    write_index,
+    store_index,
+    stored_index,
 )
 from kwai_assets.core.candidates import build_candidates, merged_recall_problems
 from kwai_assets.core.evaluation import EvalData
@@ -73,7 +73,7 @@ def item_index(context: dg.AssetExecutionContext, config: IndexConfig, warehouse
         raise dg.Failure(description=f"item_index failed its check, so the stored indexes are unchanged: "
                                      f"{'; '.join(problems[:5])}", metadata={"problems": len(problems)})
     for name, index in built.items():
-        write_index(index, warehouse.get().file("item_index", f"{name}.faiss"))
+        store_index(warehouse.get(), name, index)
     table = pd.DataFrame(rows)
     return dg.Output(table, metadata={"indexes": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".3f")),
                                       "min_recall_at_10": float(table["recall_at_10"].min()),
@@ -90,7 +90,7 @@ def item_index_recall(context: dg.AssetCheckExecutionContext, warehouse: Warehou
     vectors = {name: warehouse.get().read(name) for name in VECTOR_ASSETS}
     problems, recalls = [], {}
     for name, channel in INDEXED.items():
-        index = read_index(warehouse.get().file("item_index", f"{name}.faiss"))
+        index = stored_index(warehouse.get(), name)
         ids, matrix, queries = index_inputs(vectors[channel.items], _queries(channel, vectors),
                                             channel.users is None, config.queries, config.seed)
         quality = recall_against_exact(index, ids, matrix, queries)
@@ -113,7 +113,7 @@ def channel_searches(warehouse: Warehouse, vectors: dict[str, pd.DataFrame], rec
     for name, channel in INDEXED.items():
         queries = (vector_matrix(vectors[channel.users], "user_idx", sizes["user"]) if channel.users else
                    recent_query(recent, vector_matrix(vectors[channel.items], "item_idx", sizes["item"])))
-        searches[name] = (read_index(warehouse.file("item_index", f"{name}.faiss")), queries)
+        searches[name] = (stored_index(warehouse, name), queries)
     return searches
 
 

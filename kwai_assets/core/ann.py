@@ -2,23 +2,26 @@
 
 An index maps a query vector to the items of largest inner product; it
 carries the items' own indices (`IndexIDMap2`), so a search returns item_idx
-directly. Files are written with faiss' own writer to a temporary name and
-renamed (a failed build leaves the previous file), and read with faiss' own
+directly. Indexes are stored in the warehouse with faiss' own writer, whole or
+not at all (a failed build leaves the previous file), and read with faiss' own
 reader, never pickle.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 import pandas as pd
 
 from kwai_assets.core.vectors import unit_rows, vector_problems
+
+if TYPE_CHECKING:
+    from kwai_assets.io.warehouse import Warehouse
+
+INDEX_ASSET = "item_index"      # the asset whose folder holds one faiss file per channel
 
 
 @dataclass(frozen=True)
@@ -118,26 +121,19 @@ def quality_problems(name: str, quality: IndexQuality, min_recall: float) -> lis
     return []
 
 
-def write_index(index: faiss.Index, path: str | Path) -> Path:
-    """faiss' writer to a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+def store_index(warehouse: Warehouse, channel: str, index: faiss.Index) -> str:
+    """The channel's index as `item_index/<channel>.faiss`, by faiss' own writer, whole or not at all."""
+    return warehouse.write_file(INDEX_ASSET, f"{channel}.faiss", lambda path: faiss.write_index(index, path))
 
 
-def read_index(path: str | Path) -> faiss.Index:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no faiss index at {path}; materialize item_index first")
-    return faiss.read_index(str(path))
+def stored_index(warehouse: Warehouse, channel: str) -> faiss.Index:
+    """The channel's stored index, by faiss' own reader."""
+    return warehouse.read_file(INDEX_ASSET, f"{channel}.faiss", faiss.read_index)
+
+
+def stored_channels(warehouse: Warehouse) -> list[str]:
+    """The channels with a stored index."""
+    return [name.removesuffix(".faiss") for name in warehouse.asset_files(INDEX_ASSET, ".faiss")]
 
 
 def index_inputs(items: pd.DataFrame, queries: pd.DataFrame | None, cosine: bool, n_queries: int,

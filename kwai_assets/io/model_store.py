@@ -6,10 +6,13 @@ that run. Weights are written by the model's own module (``save(model, folder)``
 / ``load(folder)`` in ``kwai_assets.models.*``), so every model has one format
 and loading never unpickles anything (``torch.load(weights_only=True)``).
 
-The tracking store is SQLite under ``KWAI_HOME`` and the artifacts live in
-``KWAI_HOME/mlartifacts``. MLflow records absolute artifact locations; a home
-that was moved or copied is relocated on open, so it never writes into the old
-one.
+By default the tracking store is SQLite under ``KWAI_HOME`` and the artifacts
+live in ``KWAI_HOME/mlartifacts``. MLflow records absolute artifact locations; a
+home that was moved or copied is relocated on open, so it never writes into the
+old one. On a cluster every step's pod needs the same store: a database or
+tracking-server URI (``KWAI_MLFLOW_TRACKING_URI``) and an artifact root URL
+(``KWAI_MLFLOW_ARTIFACTS``: ``s3://...``, ``file://...``), which MLflow's own
+artifact repositories read and write.
 
 No Dagster here: the asset layer wraps this in a resource that passes the run's
 logger as ``progress``.
@@ -85,17 +88,14 @@ class TrackedRun:
 
 
 class ModelStore:
-    def __init__(self, home: str | Path, experiment: str = EXPERIMENT):
+    def __init__(self, home: str | Path, tracking_uri: str = "", artifacts: str = "", experiment: str = EXPERIMENT):
+        """`tracking_uri` and `artifacts` default to the store under `home`; with a tracking URI and no artifact
+        URL, the tracking server's own default artifact root is used."""
         self.home = Path(home).resolve()
+        self.in_home = not tracking_uri and not artifacts
+        self.tracking_uri = tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+        self.artifact_root = artifacts.rstrip("/") or ("" if tracking_uri else (self.home / "mlartifacts").as_uri())
         self.experiment = experiment
-
-    @property
-    def tracking_uri(self) -> str:
-        return f"sqlite:///{self.home / 'mlflow.db'}"
-
-    @property
-    def artifact_root(self) -> Path:
-        return self.home / "mlartifacts"
 
     @cached_property
     def client(self):
@@ -104,8 +104,12 @@ class ModelStore:
         self.home.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(self.tracking_uri)
         experiment = client.get_experiment_by_name(self.experiment)
-        if experiment is not None and experiment.artifact_location != self.artifact_root.as_uri():
-            self._relocate(experiment.artifact_location, self.artifact_root.as_uri())
+        if experiment is not None and self.artifact_root and experiment.artifact_location != self.artifact_root:
+            if not self.in_home:
+                raise ValueError(f"MLflow experiment {self.experiment!r} in {self.tracking_uri} keeps its artifacts "
+                                 f"at {experiment.artifact_location}, not at {self.artifact_root} "
+                                 "(KWAI_MLFLOW_ARTIFACTS): set that back, or use a new tracking store")
+            self._relocate(experiment.artifact_location, self.artifact_root)
         return client
 
     def _relocate(self, old: str, new: str) -> None:
@@ -120,8 +124,7 @@ class ModelStore:
         experiment = self.client.get_experiment_by_name(self.experiment)
         if experiment is not None:
             return experiment.experiment_id
-        self.artifact_root.mkdir(parents=True, exist_ok=True)
-        return self.client.create_experiment(self.experiment, artifact_location=self.artifact_root.as_uri())
+        return self.client.create_experiment(self.experiment, artifact_location=self.artifact_root or None)
 
     @contextmanager
     def run(self, name: str, params: dict[str, object] | None = None, tags: dict[str, str] | None = None,

@@ -9,14 +9,12 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
-import duckdb
 import numpy as np
 import pandas as pd
 
-from kwai_assets.core.ann import read_index, search
+from kwai_assets.core.ann import INDEX_ASSET, search, stored_channels, stored_index
 from kwai_assets.io.warehouse import Warehouse
 
 T = TypeVar("T")
@@ -63,29 +61,21 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: plain(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
-def _stamp(path: Path) -> tuple[str, int, int]:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return str(path), -1, -1
-    return str(path), stat.st_mtime_ns, stat.st_size
-
-
 class WarehouseLookup:
-    def __init__(self, home: str | Path):
-        self.warehouse = Warehouse(home)
+    def __init__(self, warehouse: Warehouse):
+        self.warehouse = warehouse
         self._cache: dict[str, tuple[tuple, object]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # -- caching ---------------------------------------------------------------------------------------------------
-    def _cached(self, key: str, files: list[Path], build: Callable[[], T]) -> T:
-        """`build()`, kept until one of `files` changes (mtime or size) or appears or goes; one build per key at a
-        time (the requests that arrive meanwhile wait for it)."""
+    def _cached(self, key: str, files: list[str], build: Callable[[], T]) -> T:
+        """`build()`, kept until one of `files` is replaced or appears or goes; one build per key at a time (the
+        requests that arrive meanwhile wait for it)."""
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            stamp = tuple(_stamp(f) for f in files)
+            stamp = tuple((f, self.warehouse.version(f)) for f in files)
             hit = self._cache.get(key)
             if hit is not None and hit[0] == stamp:
                 return hit[1]
@@ -108,7 +98,7 @@ class WarehouseLookup:
             return pd.DataFrame()
         where, params = ("user_idx = ?", [user_idx]) if split is None else ("user_idx = ? AND split = ?",
                                                                              [user_idx, split])
-        with duckdb.connect() as con:      # paths as a parameter: never parsed as SQL, never expanded as globs
+        with self.warehouse.connect() as con:      # paths as a parameter: never parsed as SQL, never expanded as globs
             return con.execute(f"SELECT * FROM read_parquet(?, union_by_name = true) WHERE {where}",
                                [[str(f) for f in files], *params]).df()
 
@@ -158,15 +148,15 @@ class WarehouseLookup:
 
     # -- similar items ---------------------------------------------------------------------------------------------
     def channels(self) -> list[str]:
-        return sorted(p.stem for p in (self.warehouse.root / "item_index").glob("*.faiss"))
+        return stored_channels(self.warehouse)
 
     def similar(self, raw_item: str, k: int, channel: str = SIMILAR_CHANNEL) -> list[tuple[str, float]]:
         """The k items nearest `raw_item` in the channel's stored HNSW index (itself excluded)."""
         if channel not in self.channels():
             raise NotFound(f"no item index {channel!r}; stored: {', '.join(self.channels()) or 'none'} "
                            "(materialize item_index)")
-        path = self.warehouse.file("item_index", f"{channel}.faiss")
-        index = self._cached(f"index:{channel}", [path], lambda: read_index(path))
+        index = self._cached(f"index:{channel}", [self.warehouse.file(INDEX_ASSET, f"{channel}.faiss")],
+                             lambda: stored_index(self.warehouse, channel))
         idx = self.item_idx(raw_item)
         try:
             query = index.reconstruct(idx)
