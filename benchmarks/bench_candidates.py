@@ -11,7 +11,6 @@ Usage: KWAI_HOME=.kwai python benchmarks/bench_candidates.py [--depth 200] [--to
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from kwai_assets.core.evaluation import EvalData  # noqa: E402
 from kwai_assets.core.knn import RECENT_ITEMS, recent_items  # noqa: E402
 from kwai_assets.core.reid import index_sizes  # noqa: E402
 from kwai_assets.io.warehouse import Warehouse  # noqa: E402
+from kwai_assets.settings import Settings  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=200)
     parser.add_argument("--total", type=int, default=200)
     args = parser.parse_args()
-    wh = Warehouse(os.environ.get("KWAI_HOME", ".kwai"))
+    settings = Settings.from_env()
+    wh = Warehouse(settings.home, settings.warehouse)
     splits, sizes = wh.read("splits"), index_sizes(wh.read("id_maps"))
     val = EvalData.from_splits(splits, sizes["user"], sizes["item"]).validation()
     recent = recent_items(splits, sizes["user"], sizes["item"], RECENT_ITEMS)

@@ -151,7 +151,7 @@ def main() -> None:
         return
     rows = []
     for home in args.homes:
-        if not (Path(home) / "warehouse" / "training_candidates.parquet").exists():
+        if not Warehouse(home).exists("training_candidates"):
             print(f"skipping {home}: no training_candidates (run make demo / make demo-movielens first)")
             continue
         rows += ablation(home)

@@ -23,6 +23,7 @@ import sys
 import pandas as pd
 
 from kwai_assets.io.model_store import ModelStore
+from kwai_assets.io.urls import safe_url
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.settings import Settings
 
@@ -34,7 +35,7 @@ def _print(df: pd.DataFrame) -> None:
 
 def summary(settings: Settings) -> str:
     wh = Warehouse(settings.home, settings.warehouse)
-    tracking = ModelStore(settings.home, settings.mlflow_tracking_uri).tracking_uri
+    tracking = safe_url(ModelStore(settings.home, settings.mlflow_tracking_uri).tracking_uri)
     assets = wh.assets()
     lines = [f"KWAI_HOME   {settings.home}", f"source      {settings.source}"
              + (f" ({settings.preset})" if settings.source == "synthetic" else f" ({settings.data_dir})"), ""]
@@ -53,7 +54,7 @@ def summary(settings: Settings) -> str:
         lines += ["", "next POI (test check-ins, every POI ranked):", "",
                   wh.read("next_poi").to_markdown(index=False, floatfmt=".4f")]
     lines += ["", f"warehouse   {wh.root}", "SQL         kwai sql \"select * from splits limit 5\"",
-              f"catalog     duckdb {wh.catalog_path}",
+              *([f"catalog     duckdb {wh.catalog_path}"] if wh.local else []),   # views over a store need kwai sql
               f"MLflow      mlflow ui --backend-store-uri {tracking}",
               "UI          make ui   (Dagster on http://127.0.0.1:3000)"]
     return "\n".join(lines)
@@ -63,7 +64,7 @@ def redis_command(action: str, settings: Settings) -> int:
     """`kwai redis start|stop|url`: KWAI_REDIS_URL when it is set, else the embedded server under KWAI_HOME."""
     import os
 
-    from kwai_assets.io.online_store import OnlineStore, safe_url
+    from kwai_assets.io.online_store import OnlineStore
     from kwai_assets.io.redis_server import embedded_redis, embedded_url, stop_embedded
 
     configured = os.environ.get("KWAI_REDIS_URL")
@@ -93,7 +94,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     """`kwai serve`: the HTTP API and the explorer over KWAI_HOME's warehouse and the online store."""
     import uvicorn
 
-    from kwai_assets.io.online_store import OnlineStore, safe_url
+    from kwai_assets.io.online_store import OnlineStore
     from kwai_assets.io.redis_server import embedded_redis
     from kwai_assets.service.app import create_app
     from kwai_assets.service.lookup import WarehouseLookup

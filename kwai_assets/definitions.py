@@ -23,13 +23,15 @@ MODULES = [ingest, prepare, graph, llm, models, next_poi, recall, serve, evaluat
 
 def build_resources(settings: Settings) -> dict[str, object]:
     home = str(settings.home)
+    tracking = settings.mlflow_tracking_uri   # a database's URI carries its password: from the environment at run
+    if tracking and tracking == os.environ.get("KWAI_MLFLOW_TRACKING_URI"):      # time, never shown in the UI
+        tracking = dg.EnvVar("KWAI_MLFLOW_TRACKING_URI")
     return {
         "io_manager": ParquetIOManager(home=home, url=settings.warehouse),
         "warehouse": WarehouseResource(home=home, url=settings.warehouse),
         "source": SourceResource(kind=settings.source, preset=settings.preset, seed=settings.seed,
                                  start_date=settings.start_date, data_dir=settings.data_dir),
-        "models": ModelStoreResource(home=home, tracking_uri=settings.mlflow_tracking_uri,
-                                     artifacts=settings.mlflow_artifacts),
+        "models": ModelStoreResource(home=home, artifacts=settings.mlflow_artifacts, tracking_uri=tracking),
         "engine": EngineResource(kind=settings.engine),
         "llm": LLMResource(backend=settings.llm_backend, model=settings.llm_model, cache_dir=str(settings.llm_cache),
                            encoder=settings.encoder, encoder_model=settings.encoder_model,

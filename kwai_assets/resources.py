@@ -12,8 +12,9 @@ import dagster as dg
 import pandas as pd
 
 from kwai_assets.io.model_store import ModelStore, TrackedRun
-from kwai_assets.io.online_store import OnlineStore, safe_url
+from kwai_assets.io.online_store import OnlineStore
 from kwai_assets.io.redis_server import embedded_redis
+from kwai_assets.io.urls import safe_url
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.settings import ENGINES, current
 from kwai_assets.sources import Source, open_source

@@ -116,8 +116,9 @@ def redis_url(tmp_path_factory):
 def s3() -> Iterator[str]:
     """A bucket on a local S3 server (moto's, the protocol boto3 and s3fs speak to AWS), reached through the
     object store's usual variables; yields the bucket's URL."""
-    import boto3
-    from moto.server import ThreadedMotoServer
+    boto3 = pytest.importorskip("boto3", reason="the s3 extra: pip install -e '.[dev,s3]'")
+    pytest.importorskip("s3fs", reason="the s3 extra: pip install -e '.[dev,s3]'")
+    ThreadedMotoServer = pytest.importorskip("moto.server").ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)        # one line per request otherwise
     port = free_port()

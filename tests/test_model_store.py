@@ -88,3 +88,25 @@ def test_an_artifact_url_the_experiment_does_not_use_is_refused(tmp_path):
                                          r"\(KWAI_MLFLOW_ARTIFACTS\)"), \
             ModelStore(tmp_path, tracking, (tmp_path / "b").as_uri()).run("y"):
         pass
+
+
+def test_a_plain_artifact_path_is_recorded_as_mlflow_does_and_reopens(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for _ in range(2):                  # the second open compares with what the first recorded
+        with ModelStore(tmp_path / "home", tracking, "relative/artifacts").run("x") as run:
+            run.save("interest_model", tiny_interest_model())
+    assert list((tmp_path / "relative" / "artifacts").rglob(MODEL_FILE))
+
+
+def test_a_tracking_database_keeps_the_weights_in_the_home_and_its_password_out_of_the_definitions(tmp_path,
+                                                                                                   monkeypatch):
+    store = ModelStore(tmp_path, f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert store.artifact_root == (tmp_path / "mlartifacts").as_uri()         # not MLflow's ./mlruns
+    assert ModelStore(tmp_path, "https://mlflow.internal").artifact_root == ""   # a server keeps its own root
+    monkeypatch.setenv("KWAI_MLFLOW_TRACKING_URI", "postgresql://mlflow:secret@db/mlflow")
+    from kwai_assets.definitions import build_resources
+    from kwai_assets.settings import Settings
+
+    config = build_resources(Settings.from_env())["models"].model_dump()
+    assert config["tracking_uri"] == "KWAI_MLFLOW_TRACKING_URI" and "secret" not in str(config)

@@ -11,8 +11,9 @@ import pytest
 from conftest import ALL, ONLINE, checks
 
 from kwai_assets.definitions import build_resources
-from kwai_assets.io.online_store import OnlineStore, safe_url
+from kwai_assets.io.online_store import OnlineStore
 from kwai_assets.io.redis_server import free_port
+from kwai_assets.io.urls import safe_url
 from kwai_assets.io.warehouse import Warehouse
 
 

@@ -1,5 +1,6 @@
 """Recall: the two-tower model, DeepWalk walks and item2vec, the faiss index and the candidate set."""
 import hashlib
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -107,7 +108,7 @@ def _vectors(matrix: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"item_idx": np.arange(1, len(matrix) + 1), "vector": list(matrix.astype(np.float32))})
 
 
-@pytest.mark.parametrize("url", ["", "memory://hnsw-round-trip"])
+@pytest.mark.parametrize("url", ["", f"memory://hnsw-{uuid.uuid4().hex}"])
 def test_hnsw_finds_the_exact_neighbours_and_round_trips_through_faiss_files(tmp_path, url):
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(5000, 32)).astype(np.float32)

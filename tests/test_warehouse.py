@@ -96,6 +96,15 @@ def test_sql_over_catalog_views(wh):
     assert wh.catalog_path.exists()
 
 
+def test_temporary_and_hidden_files_are_no_partitions_and_the_root_may_hold_glob_characters(tmp_path):
+    wh = Warehouse(tmp_path / "home[1]*")
+    wh.write(pd.DataFrame({"d": ["x"]}), "daily", "2026-01-01")
+    for leftover in (".2026-01-02.parquet.1a2b.tmp", ".hidden.parquet", "_SUCCESS"):
+        wh.fs.pipe_file(f"{wh.root}/daily/{leftover}", b"not data")
+    assert wh.partitions("daily") == ["2026-01-01"] and wh.files("daily") == [wh.path("daily", "2026-01-01")]
+    assert wh.assets() == {"daily": f"{wh.root}/daily/*.parquet"}
+
+
 def test_names_are_plain_identifiers(tmp_path):
     with pytest.raises(ValueError, match="plain identifier"):
         Warehouse(tmp_path).path("x; drop table y")

@@ -31,12 +31,19 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from kwai_assets.io.urls import safe_url
+
 EXPERIMENT = "kwai_assets"
 MODEL_FILE = "kwai_model.json"          # which kwai_assets.models module wrote the folder
 
 
 def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
+
+
+def artifact_url(location: str) -> str:
+    """A URL as MLflow records it: a plain path made absolute (`file://`), a URL as it is."""
+    return location.rstrip("/") if "://" in location else Path(location).expanduser().resolve().as_uri()
 
 
 def describe(metrics: dict[str, object]) -> str:
@@ -89,12 +96,14 @@ class TrackedRun:
 
 class ModelStore:
     def __init__(self, home: str | Path, tracking_uri: str = "", artifacts: str = "", experiment: str = EXPERIMENT):
-        """`tracking_uri` and `artifacts` default to the store under `home`; with a tracking URI and no artifact
-        URL, the tracking server's own default artifact root is used."""
+        """`tracking_uri` and `artifacts` default to the store under `home`. A tracking server (http(s)://) with no
+        artifact URL keeps its own default root; a database keeps the weights under `home`."""
         self.home = Path(home).resolve()
         self.in_home = not tracking_uri and not artifacts
         self.tracking_uri = tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
-        self.artifact_root = artifacts.rstrip("/") or ("" if tracking_uri else (self.home / "mlartifacts").as_uri())
+        server = tracking_uri.startswith(("http://", "https://", "databricks"))
+        self.artifact_root = (artifact_url(artifacts) if artifacts else
+                              "" if server else (self.home / "mlartifacts").as_uri())
         self.experiment = experiment
 
     @cached_property
@@ -106,8 +115,8 @@ class ModelStore:
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is not None and self.artifact_root and experiment.artifact_location != self.artifact_root:
             if not self.in_home:
-                raise ValueError(f"MLflow experiment {self.experiment!r} in {self.tracking_uri} keeps its artifacts "
-                                 f"at {experiment.artifact_location}, not at {self.artifact_root} "
+                raise ValueError(f"MLflow experiment {self.experiment!r} in {safe_url(self.tracking_uri)} keeps its "
+                                 f"artifacts at {experiment.artifact_location}, not at {self.artifact_root} "
                                  "(KWAI_MLFLOW_ARTIFACTS): set that back, or use a new tracking store")
             self._relocate(experiment.artifact_location, self.artifact_root)
         return client

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
 def _write_local(target: Path, write: Callable[[str], None]) -> Path:
     """`write(tmp)` to a temporary name beside `target`, then rename: never half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(str(tmp))
         os.replace(tmp, target)
@@ -102,18 +103,26 @@ class Warehouse:
             raise ValueError(f"file name {name!r} is not a plain name with an extension")
         return f"{self.root}/{self._name(asset)}/{name}"
 
-    def _glob(self, pattern: str) -> list[str]:
-        """Paths matching `pattern` under the root, sorted, in this warehouse's form (URLs off a local disk)."""
-        found = self.fs.glob(f"{self.root}/{pattern}")
-        return sorted(p if self.local else self.fs.unstrip_protocol(p) for p in found)
+    def _listing(self, folder: str = "") -> dict[str, bool]:
+        """Name -> is a folder, of what `folder` (under the root) holds; names starting with "." (temporary files)
+        or "_" (rejected versions) are not data and are left out."""
+        try:
+            entries = self.fs.ls(f"{self.root}/{folder}".rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return {}
+        named = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e["type"] == "directory" for e in entries}
+        return {name: folder for name, folder in sorted(named.items()) if not name.startswith((".", "_"))}
+
+    def _named(self, asset: str, suffix: str) -> list[str]:
+        return [n for n, is_folder in self._listing(self._name(asset)).items() if n.endswith(suffix) and not is_folder]
 
     def partitions(self, asset: str) -> list[str]:
         """Partition keys stored for `asset`, sorted."""
-        return [p.rsplit("/", 1)[1].removesuffix(".parquet") for p in self._glob(f"{asset}/*.parquet")]
+        return [name.removesuffix(".parquet") for name in self._named(asset, ".parquet")]
 
     def asset_files(self, asset: str, suffix: str) -> list[str]:
         """Names of the asset's other files that end in `suffix` (its stored faiss indexes)."""
-        return [p.rsplit("/", 1)[1] for p in self._glob(f"{asset}/*{suffix}")]
+        return self._named(asset, suffix)
 
     def exists(self, asset: str, partition: str | None = None) -> bool:
         return self.fs.exists(self.path(asset, partition))
@@ -189,7 +198,7 @@ class Warehouse:
 
     def files(self, asset: str) -> list[str]:
         """The Parquet files that hold `asset`: its one file, or its partitions' (none when not stored)."""
-        return [self.path(asset)] if self.exists(asset) else self._glob(f"{asset}/*.parquet")
+        return [self.path(asset)] if self.exists(asset) else [self.path(asset, p) for p in self.partitions(asset)]
 
     def rows(self, asset: str) -> int:
         """Stored rows of an asset (all its partitions), from the Parquet footers alone."""
@@ -203,22 +212,23 @@ class Warehouse:
     def assets(self) -> dict[str, str]:
         """Stored asset name -> Parquet path or glob."""
         found: dict[str, str] = {}
-        for path in self._glob("*.parquet"):
-            name = path.rsplit("/", 1)[1].removesuffix(".parquet")
-            if _NAME.match(name):
-                found[name] = path
-        for path in self._glob("*/*.parquet"):
-            name = path.rsplit("/", 2)[1]
-            if _NAME.match(name):
+        for name, is_folder in self._listing().items():
+            if is_folder and _NAME.match(name) and self.partitions(name):
                 found[name] = f"{self.root}/{name}/*.parquet"
+            elif not is_folder and name.endswith(".parquet") and _NAME.match(name.removesuffix(".parquet")):
+                found[name.removesuffix(".parquet")] = f"{self.root}/{name}"
         return dict(sorted(found.items()))
 
     def connect(self, database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection that reads this warehouse's files (an object store through its fsspec filesystem)."""
         con = duckdb.connect(database, read_only=read_only)
-        if not self.local:
+        if not self.local and not set(con.list_filesystems()) & set(self._protocols()):
             con.register_filesystem(self.fs)
         return con
+
+    def _protocols(self) -> tuple[str, ...]:
+        protocol = self.fs.protocol
+        return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
     def refresh_catalog(self) -> list[str]:
         """Create or replace one view per stored asset in catalog.duckdb."""
