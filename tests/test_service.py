@@ -5,6 +5,7 @@ import time
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import serving
 from starlette.testclient import TestClient
@@ -13,7 +14,7 @@ from kwai_assets.core.vectors import unit_rows
 from kwai_assets.io.online_store import OnlineStore
 from kwai_assets.io.warehouse import Warehouse
 from kwai_assets.service.app import create_app
-from kwai_assets.service.lookup import WarehouseLookup
+from kwai_assets.service.lookup import NotFound, WarehouseLookup
 from kwai_assets.settings import current
 
 
@@ -204,3 +205,19 @@ def test_a_served_item_the_warehouse_lacks_keeps_its_raw_id(served, tables):
     body = explore(lookup, lambda u: (7, [("ghost", 2.0), ("ghost2", 1.0)]), user)
     assert [r["item"] for r in body["recommendations"]] == ["ghost", "ghost2"] and body["version"] == 7
     assert body["recommendations"][0]["category"] is None
+
+
+def test_on_an_object_store_listings_and_versions_are_asked_again_after_recheck_s(tmp_path):
+    wh = Warehouse(tmp_path, f"memory://lookup-{tmp_path.name}")
+
+    def id_maps(users: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"entity": "user", "raw_id": users, "idx": range(1, len(users) + 1), "generation": 0})
+
+    wh.write(id_maps(["u1"]), "id_maps")
+    lookup = WarehouseLookup(wh)
+    assert lookup.recheck_s == 5.0 and lookup.user_idx("u1") == 1
+    wh.write(id_maps(["u1", "u2"]), "id_maps")
+    with pytest.raises(NotFound, match="unknown user 'u2'"):      # the version read a moment ago is trusted
+        lookup.user_idx("u2")
+    lookup.recheck_s = 0.0                                         # as on a local disk: asked on every request
+    assert lookup.user_idx("u2") == 2

@@ -1,12 +1,13 @@
 """What the service reads from the warehouse: id maps, item descriptions, profiles, check-ins, candidates, the
 faiss item indexes. Whole small tables and indexes are cached until their file changes (a re-materialization
-replaces files atomically, so a new version is picked up on the next request); per-user rows are read with DuckDB
-straight from the Parquet, filtered on `user_idx`.
+replaces files atomically, so a new version is picked up on the next request; on an object store, within
+`recheck_s`); per-user rows are read with DuckDB straight from the Parquet, filtered on `user_idx`.
 """
 from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -62,20 +63,37 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 class WarehouseLookup:
-    def __init__(self, warehouse: Warehouse):
+    def __init__(self, warehouse: Warehouse, recheck_s: float | None = None):
+        """`recheck_s`: how long a listing or a file's version is trusted before it is asked again; 0 on a local
+        disk (a stat is cheap), 5 s on an object store (where every question is a request)."""
         self.warehouse = warehouse
+        self.recheck_s = (0.0 if warehouse.local else 5.0) if recheck_s is None else recheck_s
         self._cache: dict[str, tuple[tuple, object]] = {}
+        self._asked: dict[str, tuple[float, object]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # -- caching ---------------------------------------------------------------------------------------------------
-    def _cached(self, key: str, files: list[str], build: Callable[[], T]) -> T:
-        """`build()`, kept until one of `files` is replaced or appears or goes; one build per key at a time (the
+    def _recent(self, key: str, ask: Callable[[], T]) -> T:
+        """`ask()`, its answer reused for `recheck_s` seconds."""
+        now = time.monotonic()
+        hit = self._asked.get(key)
+        if hit is not None and now - hit[0] < self.recheck_s:
+            return hit[1]
+        answer = ask()
+        self._asked[key] = (now, answer)
+        return answer
+
+    def _files(self, asset: str) -> list[str]:
+        return self._recent(f"files:{asset}", lambda: self.warehouse.files(asset))
+
+    def _cached(self, key: str, files: Callable[[], list[str]], build: Callable[[], T]) -> T:
+        """`build()`, kept until one of `files()` is replaced or appears or goes; one build per key at a time (the
         requests that arrive meanwhile wait for it)."""
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            stamp = tuple((f, self.warehouse.version(f)) for f in files)
+            stamp = self._recent(f"stamp:{key}", lambda: tuple((f, self.warehouse.version(f)) for f in files()))
             hit = self._cache.get(key)
             if hit is not None and hit[0] == stamp:
                 return hit[1]
@@ -84,16 +102,16 @@ class WarehouseLookup:
             return value
 
     def _table(self, asset: str) -> pd.DataFrame:
-        files = self.warehouse.files(asset)
-        if not files:
+        if not self._files(asset):
             raise NotFound(f"asset {asset!r} is not materialized under {self.warehouse.root}")
-        return self._cached(asset, files, lambda: self.warehouse.read(asset) if self.warehouse.exists(asset)
-                            else self.warehouse.read(asset, self.warehouse.partitions(asset)))
+        return self._cached(asset, lambda: self._files(asset), lambda: self.warehouse.read(asset)
+                            if self.warehouse.exists(asset) else
+                            self.warehouse.read(asset, self.warehouse.partitions(asset)))
 
     def _user_rows(self, asset: str, user_idx: int, split: str | None = None) -> pd.DataFrame:
         """The rows of `asset` whose user_idx is `user_idx` (and of one split), in stored order; an empty frame when
         the asset is not stored."""
-        files = self.warehouse.files(asset)
+        files = self._files(asset)
         if not files:
             return pd.DataFrame()
         where, params = ("user_idx = ?", [user_idx]) if split is None else ("user_idx = ? AND split = ?",
@@ -104,7 +122,7 @@ class WarehouseLookup:
 
     # -- ids -------------------------------------------------------------------------------------------------------
     def ids(self, entity: str) -> IdMap:
-        return self._cached(f"ids:{entity}", self.warehouse.files("id_maps"),
+        return self._cached(f"ids:{entity}", lambda: self._files("id_maps"),
                             lambda: IdMap.of(self._table("id_maps"), entity))
 
     def user_idx(self, raw: str) -> int:
@@ -127,7 +145,8 @@ class WarehouseLookup:
     # -- items -----------------------------------------------------------------------------------------------------
     def _item_table(self) -> pd.DataFrame:
         """One row per item_idx: raw id, category / title / POI, and the POI's name and coordinates when known."""
-        files = [f for asset in ("id_maps", "item_attributes", "poi_attributes") for f in self.warehouse.files(asset)]
+        def files() -> list[str]:
+            return [f for asset in ("id_maps", "item_attributes", "poi_attributes") for f in self._files(asset)]
 
         def build() -> pd.DataFrame:
             items = pd.DataFrame({"item": self.ids("item").to_raw})
@@ -148,14 +167,14 @@ class WarehouseLookup:
 
     # -- similar items ---------------------------------------------------------------------------------------------
     def channels(self) -> list[str]:
-        return stored_channels(self.warehouse)
+        return self._recent("channels", lambda: stored_channels(self.warehouse))
 
     def similar(self, raw_item: str, k: int, channel: str = SIMILAR_CHANNEL) -> list[tuple[str, float]]:
         """The k items nearest `raw_item` in the channel's stored HNSW index (itself excluded)."""
         if channel not in self.channels():
             raise NotFound(f"no item index {channel!r}; stored: {', '.join(self.channels()) or 'none'} "
                            "(materialize item_index)")
-        index = self._cached(f"index:{channel}", [self.warehouse.file(INDEX_ASSET, f"{channel}.faiss")],
+        index = self._cached(f"index:{channel}", lambda: [self.warehouse.file(INDEX_ASSET, f"{channel}.faiss")],
                              lambda: stored_index(self.warehouse, channel))
         idx = self.item_idx(raw_item)
         try:
@@ -196,14 +215,14 @@ class WarehouseLookup:
         return records(grouped[["poi", "name", "category", "lat", "lon", "visits", "first", "last"]])
 
     def _poi_names(self) -> dict[str, str]:
-        if not self.warehouse.exists("poi_attributes"):
+        if not self._files("poi_attributes"):
             return {}
 
         def build() -> dict[str, str]:
             pois = self._table("poi_attributes")
             return dict(zip(pois["poi_id"], pois["name"], strict=True)) if "name" in pois.columns else {}
 
-        return self._cached("poi_names", self.warehouse.files("poi_attributes"), build)
+        return self._cached("poi_names", lambda: self._files("poi_attributes"), build)
 
     def interactions(self, user_idx: int, split: str) -> pd.DataFrame:
         """(item_idx, ts) of the user's interactions in one split, in time order."""
