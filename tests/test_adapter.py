@@ -16,6 +16,7 @@ from kwai_assets.models.adapter import (
     load,
     reconstruction_error,
     reconstruction_problems,
+    refit_decoder,
     save,
     train_aligned,
 )
@@ -49,6 +50,21 @@ def test_the_adapter_recovers_a_planted_linear_alignment():
     # isotropic dimensions allow (the best linear code keeps 8/48 of the variance: 40/48 = 0.83 of the mean's error)
     model_mse, mean_mse = reconstruction_error(net, llm[test], unit_rows(llm[train]).mean(0))
     assert model_mse < 0.9 * mean_mse
+
+
+def test_the_refit_decoder_replaces_a_decoder_worse_than_the_mean_with_one_far_better():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(600, 6)).astype(np.float32)           # embeddings that a 6-d code determines
+    rows = unit_rows(np.tanh(latent @ rng.normal(size=(6, 48))).astype(np.float32) + 2.0)
+    torch.manual_seed(0)
+    net = Adapter(48, 16, AdapterConfig())
+    torch.nn.init.normal_(net.decoder[-1].weight, std=1.0)          # as a barely trained decoder can be
+    mean = rows[:500].mean(0)
+    before, baseline = reconstruction_error(net, rows[500:], mean)
+    assert before > baseline
+    assert refit_decoder(net, rows[:500]) < float("inf")             # a penalty, not the mean predictor
+    after, _ = reconstruction_error(net, rows[500:], mean)
+    assert after < 0.5 * baseline                                   # rows the refit never saw
 
 
 def test_held_out_rows_are_a_stable_share():
