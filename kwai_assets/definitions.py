@@ -21,25 +21,28 @@ from kwai_assets.settings import Settings, current
 MODULES = [ingest, prepare, graph, llm, models, next_poi, recall, serve, evaluate]
 
 
+def secret(variable: str, value: str) -> str | dg.EnvVar:
+    """`value`, or, when it is what `variable` holds, that variable: read at run time, never stored in the
+    definitions or shown in the UI (passwords, and URIs that carry one)."""
+    return dg.EnvVar(variable) if value and value == os.environ.get(variable) else value
+
+
 def build_resources(settings: Settings) -> dict[str, object]:
     home = str(settings.home)
-    tracking = settings.mlflow_tracking_uri   # a database's URI carries its password: from the environment at run
-    if tracking and tracking == os.environ.get("KWAI_MLFLOW_TRACKING_URI"):      # time, never shown in the UI
-        tracking = dg.EnvVar("KWAI_MLFLOW_TRACKING_URI")
     return {
         "io_manager": ParquetIOManager(home=home, url=settings.warehouse),
         "warehouse": WarehouseResource(home=home, url=settings.warehouse),
         "source": SourceResource(kind=settings.source, preset=settings.preset, seed=settings.seed,
                                  start_date=settings.start_date, data_dir=settings.data_dir),
-        "models": ModelStoreResource(home=home, artifacts=settings.mlflow_artifacts, tracking_uri=tracking),
+        # a tracking database's URI carries its password
+        "models": ModelStoreResource(home=home, artifacts=settings.mlflow_artifacts,
+                                     tracking_uri=secret("KWAI_MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)),
         "engine": EngineResource(kind=settings.engine),
         "llm": LLMResource(backend=settings.llm_backend, model=settings.llm_model, cache_dir=str(settings.llm_cache),
                            encoder=settings.encoder, encoder_model=settings.encoder_model,
                            encoder_cache_dir=str(settings.encoder_cache)),
-        # the password is read from the environment at run time, never stored in the definitions
         "redis": RedisResource(url=settings.redis_url, home=home,
-                               password=dg.EnvVar("KWAI_REDIS_PASSWORD") if os.environ.get("KWAI_REDIS_PASSWORD")
-                               else ""),
+                               password=secret("KWAI_REDIS_PASSWORD", os.environ.get("KWAI_REDIS_PASSWORD", ""))),
     }
 
 

@@ -80,6 +80,7 @@ class Warehouse:
         # other processes write the warehouse too: never answer from a cached listing of an object store
         self.fs, root = fsspec.core.url_to_fs(url or str(self.home / "warehouse"), use_listings_cache=False)
         self.local = isinstance(self.fs, LocalFileSystem)
+        self._arrow_fs = None if self.local else self.fs      # pyarrow reads local paths itself
         self.root = root.rstrip("/") if self.local else self.fs.unstrip_protocol(root).rstrip("/")
         self.catalog_path = self.home / "catalog.duckdb"
 
@@ -111,7 +112,7 @@ class Warehouse:
         except FileNotFoundError:
             return {}
         named = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e["type"] == "directory" for e in entries}
-        return {name: folder for name, folder in sorted(named.items()) if not name.startswith((".", "_"))}
+        return {name: is_folder for name, is_folder in sorted(named.items()) if not name.startswith((".", "_"))}
 
     def _named(self, asset: str, suffix: str) -> list[str]:
         return [n for n, is_folder in self._listing(self._name(asset)).items() if n.endswith(suffix) and not is_folder]
@@ -145,9 +146,12 @@ class Warehouse:
             self.fs.put_file(local, target)
         return target
 
+    def _put_frame(self, target: str, df: pd.DataFrame) -> str:
+        return self._put(target, lambda tmp: pq.write_table(to_arrow(df), tmp))
+
     def write(self, df: pd.DataFrame, asset: str, partition: str | None = None) -> str:
         """Atomically write `df` as the asset (partition)."""
-        return self._put(self.path(asset, partition), lambda tmp: pq.write_table(to_arrow(df), tmp))
+        return self._put_frame(self.path(asset, partition), df)
 
     def write_file(self, asset: str, name: str, write: Callable[[str], None]) -> str:
         """One of the asset's other files, written by `write(local_path)` (faiss' writer), atomically."""
@@ -167,15 +171,14 @@ class Warehouse:
 
     def reject(self, df: pd.DataFrame, asset: str, run_id: str) -> str:
         """Keep a version that failed its check aside (never as the asset), for inspection."""
-        return self._put(f"{self.root}/{REJECTED}/{self._name(asset)}/{run_id}.parquet",
-                         lambda tmp: pq.write_table(to_arrow(df), tmp))
+        return self._put_frame(f"{self.root}/{REJECTED}/{self._name(asset)}/{run_id}.parquet", df)
 
     def _read_table(self, path: str) -> pa.Table:
-        return pq.read_table(path, filesystem=None if self.local else self.fs)
+        return pq.read_table(path, filesystem=self._arrow_fs)
 
     def schema(self, asset: str, partition: str | None = None) -> pa.Schema:
         """The stored file's Arrow schema, from its footer alone."""
-        return pq.read_schema(self.path(asset, partition), filesystem=None if self.local else self.fs)
+        return pq.read_schema(self.path(asset, partition), filesystem=self._arrow_fs)
 
     def read(self, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
         """Read an unpartitioned asset, or the listed partitions of a partitioned one.
@@ -188,7 +191,8 @@ class Warehouse:
             if not self.fs.exists(path):
                 raise FileNotFoundError(f"asset {asset!r} has not been materialized yet ({path} is missing)")
             return self._read_table(path).to_pandas()
-        paths = [p for p in (self.path(asset, key) for key in partitions) if self.fs.exists(p)]
+        stored = set(self.partitions(asset))                # one listing, not a request per key
+        paths = [self.path(asset, key) for key in partitions if key in stored]
         if not paths:
             raise FileNotFoundError(
                 f"no partition of {asset!r} is materialized under {self.root}/{asset}; "
@@ -202,8 +206,7 @@ class Warehouse:
 
     def rows(self, asset: str) -> int:
         """Stored rows of an asset (all its partitions), from the Parquet footers alone."""
-        fs = None if self.local else self.fs
-        return sum(pq.read_metadata(p, filesystem=fs).num_rows for p in self.files(asset))
+        return sum(pq.read_metadata(p, filesystem=self._arrow_fs).num_rows for p in self.files(asset))
 
     def read_if_exists(self, asset: str) -> pd.DataFrame | None:
         return self.read(asset) if self.exists(asset) else None
