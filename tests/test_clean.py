@@ -9,7 +9,7 @@ def rows(pairs, day="2026-01-05", **overrides):
     base = pd.Timestamp(day)
     df = pd.DataFrame([
         {"user_id": u, "item_id": i, "poi_id": "l1", "lat": 30.0, "lon": 104.0,
-         "ts": base + pd.Timedelta(minutes=n), "event": "click", "pdate": day}
+         "ts": base + pd.Timedelta(minutes=n), "event": "click", "seq": n, "pdate": day}
         for n, (u, i) in enumerate(pairs)
     ])
     for col, value in overrides.items():
@@ -72,3 +72,10 @@ def test_window_keeps_newest_days():
     raw = pd.concat([rows([("u1", "a")], day=d) for d in ("2026-01-01", "2026-01-02", "2026-01-03")])
     assert sorted(newest_days(raw, 2)["pdate"]) == ["2026-01-02", "2026-01-03"]
     assert len(newest_days(raw, None)) == 3
+
+
+def test_a_row_delivered_twice_is_kept_once_at_its_first_delivery():
+    raw = rows([("u1", "a"), ("u1", "b")])
+    clean, report = clean_interactions(pd.concat([raw.iloc[[0]].assign(seq=7), raw], ignore_index=True), k=1)
+    assert report.duplicates == 1
+    assert clean[["item_id", "seq"]].values.tolist() == [["a", 0], ["b", 1]]

@@ -80,7 +80,7 @@ def test_both_sources_deliver_the_raw_schema(tiny, tmp_path):
 def test_raw_schema_problems_name_every_difference():
     good = pa.schema([("user_id", pa.string()), ("item_id", pa.large_string()), ("poi_id", pa.string()),
                       ("lat", pa.float64()), ("lon", pa.float64()), ("ts", pa.timestamp("us")),
-                      ("event", pa.string()), ("pdate", pa.string()), ("extra", pa.int64())])
+                      ("event", pa.string()), ("seq", pa.int64()), ("pdate", pa.string()), ("extra", pa.int64())])
     assert raw_schema_problems(good, "2026-01-01") == []
     bad = pa.schema([("user_id", pa.int64()), ("item_id", pa.string()), ("poi_id", pa.string()),
                      ("lat", pa.string()), ("lon", pa.float64()), ("ts", pa.timestamp("us", tz="UTC")),
@@ -89,5 +89,6 @@ def test_raw_schema_problems_name_every_difference():
         "2026-01-01: user_id is int64, expected string",
         "2026-01-01: lat is string, expected double",
         "2026-01-01: ts is timestamp[us, tz=UTC], expected timestamp[us]",
+        "2026-01-01: seq is missing, expected int64",
         "2026-01-01: pdate is missing, expected string",
     ]

@@ -8,6 +8,8 @@ import pytest
 
 from kwai_assets.core.attributes import interaction_counts, join_attributes
 from kwai_assets.core.clean import clean_interactions
+from kwai_assets.core.pipeline import prepared
+from kwai_assets.core.split import history_rows
 from kwai_assets.sources import FilesSource, MovieLensSource, SyntheticSource
 from kwai_assets.sources.contract import USERS, ContractError
 
@@ -65,7 +67,7 @@ def test_files_source_reads_the_contract(tmp_path):
     (tmp_path / "users.csv").write_text("user_id,gender\nu1,F\nu2,M\n")
     src = write(tmp_path, GOOD)
     df = src.interactions(JAN1, date(2026, 1, 3))
-    assert list(df.columns) == ["user_id", "item_id", "poi_id", "lat", "lon", "ts", "event", "pdate"]
+    assert list(df.columns) == ["user_id", "item_id", "poi_id", "lat", "lon", "ts", "event", "seq", "pdate"]
     assert df["ts"].tolist() == [pd.Timestamp("2026-01-01 08:00"), pd.Timestamp("2026-01-01 16:00"),
                                  pd.Timestamp("2026-01-02 08:00")]     # epoch seconds and offsets -> UTC
     assert df["event"].tolist() == ["click", "like", "click"]          # missing event -> click
@@ -245,6 +247,21 @@ def test_movielens_100k_layout(tmp_path):
     assert items.loc[0, "category"] == "Action" and items.loc[0, "genres"] == "Action|Comedy"
     assert src.users()["occupation"].tolist() == ["technician", "other"]
     assert src.pois().empty
+
+
+def test_movielens_ties_keep_the_file_order_through_the_split(tmp_path):
+    # ten ratings in the same second, in the file from item 10 down to item 1: the published split keeps tied
+    # rows in file order, so the last two lines (items 2, 1) are test and the one before them (3) validation
+    (tmp_path / "u.data").write_text("".join(f"1\t{i}\t4\t881250949\n" for i in range(10, 0, -1)))
+    (tmp_path / "u.item").write_text("".join(f"{i}|Film {i} (1995)|01-Jan-1995|||" + "|".join(["0"] * 18 + ["1"])
+                                             + "\n" for i in range(1, 11)))
+    (tmp_path / "u.user").write_text("1|24|M|technician|85711\n")
+    tables = prepared(MovieLensSource(tmp_path), k=1)
+    raw_id = tables.id_maps.query("entity == 'item'").set_index("idx")["raw_id"]
+    splits = tables.splits.assign(item_id=lambda df: df["item_idx"].map(raw_id))
+    assert splits.groupby("split")["item_id"].agg(set).to_dict() == {
+        "test": {"2", "1"}, "val": {"3"}, "train": {str(i) for i in range(4, 11)}}
+    assert history_rows(splits)["item_id"].tolist() == [str(i) for i in range(10, 3, -1)]   # sequences' order
 
 
 def test_movielens_1m_layout(tmp_path):

@@ -24,8 +24,15 @@ INVALID_REASONS = {
 # the first reason a row is invalid, NULL for a valid row (standard SQL: the Spark engine runs it as written)
 INVALID_REASON = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in INVALID_REASONS.items()) + " END"
 # a total order (ties broken on every column, NULLs last on both engines)
-CLEAN_ORDER = ("user_id, ts, item_id, event NULLS LAST, poi_id NULLS LAST, lat NULLS LAST, lon NULLS LAST, "
+CLEAN_ORDER = ("user_id, ts, seq, item_id, event NULLS LAST, poi_id NULLS LAST, lat NULLS LAST, lon NULLS LAST, "
                "pdate")
+
+
+def valid_distinct(columns: list[str]) -> str:
+    """The valid rows of table `raw`, exact duplicates dropped (standard SQL, both engines). The delivery order
+    `seq` is not part of a row's content: a row delivered twice is kept once, at its first delivery."""
+    content = ", ".join(c for c in columns if c != "seq")
+    return f"SELECT {content}, min(seq) AS seq FROM raw WHERE ({INVALID_REASON}) IS NULL GROUP BY {content}"
 
 
 @dataclass
@@ -75,7 +82,7 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
         counts = dict(con.execute(f"SELECT {INVALID_REASON} AS r, count(*) FROM raw GROUP BY r HAVING r IS NOT NULL")
                       .fetchall())
         report.invalid = {name: counts.get(name, 0) for name in INVALID_REASONS}
-        con.execute(f"CREATE TEMP TABLE clean AS SELECT DISTINCT * FROM raw WHERE ({INVALID_REASON}) IS NULL")
+        con.execute(f"CREATE TEMP TABLE clean AS {valid_distinct(list(raw.columns))}")
         valid = len(raw) - sum(report.invalid.values())
         report.rows = con.execute("SELECT count(*) FROM clean").fetchall()[0][0]
         report.duplicates = valid - report.rows
@@ -88,7 +95,7 @@ def clean_interactions(raw: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, Cl
         report.kcore_rows_removed, report.rows = report.rows - rows, rows
         report.kcore_users_removed = before_users - report.users
         report.kcore_items_removed = before_items - report.items
-        out = frame(con, f"SELECT * FROM clean ORDER BY {CLEAN_ORDER}")
+        out = frame(con, f"SELECT {', '.join(raw.columns)} FROM clean ORDER BY {CLEAN_ORDER}")
     return out, report
 
 

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 import torch
 
 from kwai_assets.core.evaluation import EvalData, Scorer
+from kwai_assets.core.split import history_rows
 from kwai_assets.core.vectors import dot_product, unit_rows, vector_matrix
 
 RECENT_ITEMS = 10      # the user's last train items an i2i recommender starts from (the candidates asset's default)
@@ -26,7 +27,7 @@ def item_knn(data: EvalData, item_positive_pairs: pd.DataFrame) -> Scorer:
 
 def recent_items(splits: pd.DataFrame, n_users: int, n_items: int, recent: int) -> sp.csr_matrix:
     """users x items, 1 for each of the user's last `recent` distinct train items (by time)."""
-    train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
+    train = history_rows(splits)
     last = train.drop_duplicates(["user_idx", "item_idx"], keep="last")
     last = last.groupby("user_idx", sort=False).tail(recent)
     return sp.csr_matrix((np.ones(len(last), np.float32), (last["user_idx"], last["item_idx"])),

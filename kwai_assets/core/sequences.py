@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kwai_assets.core.split import history_rows
+
 FEATURES = ("item", "category", "hour", "weekday", "weekend", "event", "gap")
 GAP_BUCKETS = 32                       # 0 padding, 1 first, 2 same second, 3 + floor(log2 s) up to 2^28 s (8 years)
 
@@ -70,7 +72,7 @@ def gap_bucket(seconds: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, long_len: int = 100,
                         short_len: int = 10, short_share: float = 0.1) -> Sequences:
-    train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
+    train = history_rows(splits)
     users, user_row = np.unique(train["user_idx"].to_numpy(), return_inverse=True)
     n = np.bincount(user_row)
     starts = np.cumsum(n) - n

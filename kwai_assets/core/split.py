@@ -1,6 +1,8 @@
 """Per-user chronological train / val / test split (RecBole's 'TO' ordering).
 
-For a user with n interactions sorted by time: the last floor(n * test) go to
+For a user with n interactions sorted by time (ties in delivery order, `seq`:
+MovieLens's file order, as the published splits keep them; then by item): the
+last floor(n * test) go to
 test, the floor(n * val) before them to val, the rest to train, the
 convention of the published MovieLens figures (ml-100k: 70,771 / 9,596 /
 19,633 rows), so each part is within one interaction of its ratio.
@@ -17,13 +19,26 @@ from kwai_assets.core.sql import frame
 SPLITS = ("train", "val", "test")
 
 
-TIES = ("event NULLS LAST", "poi_idx", "lat NULLS LAST", "lon NULLS LAST")   # after (ts, item_idx), when present
+HISTORY = ("ts", "seq", "item_idx")   # a user's history order: time, then delivery order (file order), then item
+TIES = ("event NULLS LAST", "poi_idx", "lat NULLS LAST", "lon NULLS LAST")   # after HISTORY, when present
+
+
+def history_order(columns) -> list[str]:
+    """The columns of HISTORY a table has (`seq` may be missing from a hand-made one): what every step that reads
+    a user's history in order sorts on after `user_idx`, so all agree with the split."""
+    return [c for c in HISTORY if c in columns]
+
+
+def history_rows(splits: pd.DataFrame, parts=("train",)) -> pd.DataFrame:
+    """The rows of the `parts` splits, each user's in history order."""
+    rows = splits[splits["split"].isin(parts)]
+    return rows.sort_values(["user_idx", *history_order(rows.columns)], kind="stable")
 
 
 def positions(columns: list[str]) -> str:
-    """Each row of table `interactions` with its position in its user's history (a total order: ties after
-    (ts, item_idx) broken on the columns of TIES it has) and the history's length (standard SQL, both engines)."""
-    order = ", ".join(["ts", "item_idx", *[t for t in TIES if t.split()[0] in columns]])
+    """Each row of table `interactions` with its position in its user's history (a total order: HISTORY, then
+    the columns of TIES it has) and the history's length (standard SQL, both engines)."""
+    order = ", ".join([*history_order(columns), *[t for t in TIES if t.split()[0] in columns]])
     return f"""SELECT *, row_number() OVER (PARTITION BY user_idx ORDER BY {order}) AS pos,
                   count(*) OVER (PARTITION BY user_idx) AS n
            FROM interactions"""

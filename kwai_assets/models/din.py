@@ -49,6 +49,7 @@ from torch.nn import functional as F
 from kwai_assets.core.evaluation import device, entries, interaction_matrix
 from kwai_assets.core.geo import distance_to_usual_places, item_coordinates, usual_places
 from kwai_assets.core.reid import index_sizes
+from kwai_assets.core.split import history_rows
 from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
 from kwai_assets.models.features import item_feature_codes, user_attribute_codes
@@ -220,7 +221,7 @@ class RankingData:
         missing = [c for c in channels if c not in own]
         if missing:
             raise ValueError(f"the candidates have no rank_ column for the channels {missing} (they have {own})")
-        past = splits[splits["split"].isin(before)].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
+        past = history_rows(splits, before)
         shape = (catalog.n_users, catalog.n_items)
         seen = sum((interaction_matrix(splits, name, *shape) for name in before), sp.csr_matrix(shape))
         seen = (seen > 0).astype(np.float32).tocsr()

@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from kwai_assets.core.evaluation import EvalData, Scorer, device, evaluate
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import run_starts
+from kwai_assets.core.split import history_rows
 from kwai_assets.core.vectors import dot_product
 from kwai_assets.models import weights
 from kwai_assets.models.early_stopping import EarlyStopping
@@ -93,7 +94,7 @@ class TwoTowerData:
         """From the `splits` and `id_maps` assets and, optionally, `user_attributes` (raw user_id keyed)."""
         sizes = index_sizes(id_maps)
         n_users, n_items = sizes["user"], sizes["item"]
-        train = splits[splits["split"] == "train"].sort_values(["user_idx", "ts", "item_idx"], kind="stable")
+        train = history_rows(splits)
         seq_users = train["user_idx"].to_numpy().astype(np.int64)
         seq_start = run_starts(seq_users)
         attrs, sizes = user_attribute_codes(users, id_maps, n_users)

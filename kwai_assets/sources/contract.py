@@ -5,13 +5,16 @@ Four tables. Identifiers are kept as text whatever their type on delivery, so
 naive UTC and after 1970-01-01; coordinates are WGS84 degrees and may be
 missing (MovieLens has none), never out of range.
 
-interactions  user_id, item_id, poi_id?, lat?, lon?, ts, [event]
+interactions  user_id, item_id, poi_id?, lat?, lon?, ts, [event], [seq]
 users         user_id, [any attribute columns]
 items         item_id, [poi_id], [category], [any attribute columns]
 pois          poi_id, [lat], [lon], [category], [any attribute columns]
 
 ``?`` marks a column that must be present but may hold empty values;
 ``[...]`` a column that may be absent. Extra columns are kept as text.
+``seq`` is the order of delivery, a whole number that breaks ties between a
+user's rows with the same timestamp (MovieLens: the file's line, as the
+published splits keep tied rows in file order); 0 when the source has none.
 
 Validation runs as DuckDB SQL over the delivered file and reports every
 problem at once, each naming the file, the column, an example value and how
@@ -39,10 +42,11 @@ from kwai_assets.sources import ids
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str                              # id | float | timestamp | text
+    kind: str                              # id | float | int | timestamp | text
     required: bool = True                  # must be a column of the file
     nullable: bool = False                 # may hold empty values
     bounds: tuple[float, float] | None = None
+    default: str = "NULL"                  # SQL literal of a column the file lacks (and of an empty value)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class TableSpec:
         return self.columns[0].name
 
 
+DEFAULT_EVENT = "click"
 INTERACTIONS = TableSpec("interactions", (
     Column("user_id", "id"),
     Column("item_id", "id"),
@@ -63,7 +68,8 @@ INTERACTIONS = TableSpec("interactions", (
     Column("lat", "float", nullable=True, bounds=(-90.0, 90.0)),
     Column("lon", "float", nullable=True, bounds=(-180.0, 180.0)),
     Column("ts", "timestamp"),
-    Column("event", "text", required=False, nullable=True),
+    Column("event", "text", required=False, nullable=True, default=f"'{DEFAULT_EVENT}'"),
+    Column("seq", "int", required=False, default="0"),
 ), keeps_extra_columns=False)
 USERS = TableSpec("users", (Column("user_id", "id"),))
 ITEMS = TableSpec("items", (
@@ -77,7 +83,6 @@ POIS = TableSpec("pois", (
     Column("lon", "float", required=False, nullable=True, bounds=(-180.0, 180.0)),
     Column("category", "text", required=False, nullable=True),
 ))
-DEFAULT_EVENT = "click"
 EPOCH = "1970-01-01"
 
 # Size minimums for delivery_problems. The synthetic `tiny` preset delivers 300 users,
@@ -88,7 +93,8 @@ MIN_ITEMS = 20
 MIN_ROWS_PER_DAY = 100
 MIN_RATIO = 0.2             # of the previous delivery's rows per day
 
-ARROW_TYPES = {"id": "string", "text": "string", "float": "double", "timestamp": "timestamp[us]"}
+ARROW_TYPES = {"id": "string", "text": "string", "float": "double", "int": "int64", "timestamp": "timestamp[us]"}
+SQL_TYPES = {"float": "DOUBLE", "int": "BIGINT", "timestamp": "TIMESTAMP"}     # the rest VARCHAR
 
 
 class ContractError(ValueError):
@@ -110,8 +116,8 @@ def _timestamp(col: str) -> str:
 
 
 def _typed(column: Column) -> str:
-    if column.kind == "float":
-        return f"TRY_CAST({_text(column.name)} AS DOUBLE)"
+    if column.kind in ("float", "int"):
+        return f"TRY_CAST({_text(column.name)} AS {SQL_TYPES[column.kind]})"
     if column.kind == "timestamp":
         return _timestamp(column.name)
     return _text(column.name)
@@ -143,9 +149,7 @@ def _missing_problems(names: list[str], spec: TableSpec, file: str) -> list[str]
 
 def _absent(column: Column) -> str:
     """SELECT item for an optional column the file lacks."""
-    default = f"'{DEFAULT_EVENT}'" if column.name == "event" else "NULL"
-    kind = "DOUBLE" if column.kind == "float" else "TIMESTAMP" if column.kind == "timestamp" else "VARCHAR"
-    return f"CAST({default} AS {kind}) AS {ident(column.name)}"
+    return f"CAST({column.default} AS {SQL_TYPES.get(column.kind, 'VARCHAR')}) AS {ident(column.name)}"
 
 
 def _empty_problems(con: duckdb.DuckDBPyConnection, table: str, column: Column, empty: str, file: str) -> list[str]:
@@ -170,13 +174,14 @@ def _id_column(con: duckdb.DuckDBPyConnection, table: str, column: Column, sql_t
 
 
 def _value_column(con: duckdb.DuckDBPyConnection, table: str, column: Column, file: str) -> tuple[str, list[str]]:
-    """SELECT expression and problems for a float, timestamp or text column."""
+    """SELECT expression and problems for a float, int, timestamp or text column."""
     raw, typed = _text(column.name), _typed(column)
     problems = _empty_problems(con, table, column, f"{raw} IS NULL", file)
-    if column.kind in ("float", "timestamp") and (
+    if column.kind in ("float", "int", "timestamp") and (
         bad := _example(con, table, f"{raw} IS NOT NULL AND ({typed}) IS NULL", column.name)
     ):
-        expected = "a number" if column.kind == "float" else "a timestamp (ISO 8601 or Unix seconds)"
+        expected = {"float": "a number", "int": "a whole number",
+                    "timestamp": "a timestamp (ISO 8601 or Unix seconds)"}[column.kind]
         problems.append(f"{file}: column '{column.name}' has {bad[0]} values that are not {expected}, e.g. {bad[1]!r}")
     if column.kind == "timestamp" and (bad := _example(con, table, f"({typed}) <= TIMESTAMP '{EPOCH}'", column.name)):
         # a zero or pre-epoch time is a client clock that was never set, not an event in 1970
@@ -188,8 +193,8 @@ def _value_column(con: duckdb.DuckDBPyConnection, table: str, column: Column, fi
             f"{file}: column '{column.name}' has {bad[0]} values outside "
             f"[{column.bounds[0]:g}, {column.bounds[1]:g}], e.g. {bad[1]!r}"
         )
-    if column.name == "event":
-        typed = f"coalesce({typed}, '{DEFAULT_EVENT}')"
+    if column.default != "NULL":
+        typed = f"coalesce({typed}, {column.default})"
     return typed, problems
 
 
@@ -226,7 +231,7 @@ def conform(con: duckdb.DuckDBPyConnection, relation: str, spec: TableSpec, file
     return out.astype({c: DTYPES[k] for c, k in _kinds(spec, out.columns).items()})
 
 
-DTYPES = {"id": "str", "text": "str", "float": "float64", "timestamp": "datetime64[us]"}
+DTYPES = {"id": "str", "text": "str", "float": "float64", "int": "int64", "timestamp": "datetime64[us]"}
 
 
 def _kinds(spec: TableSpec, columns) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """GroupLens MovieLens from a local directory: ml-100k or ml-1m layout.
 
-Every rating is an interaction (event ``rating_<r>``); there are no POIs or
-coordinates. The primary (first listed) genre is the item's category.
+Every rating is an interaction (event ``rating_<r>``, ``seq`` its line in the
+file, so ratings with the same timestamp keep the file's order, as the
+published splits do); there are no POIs or coordinates. The primary (first
+listed) genre is the item's category.
 """
 from __future__ import annotations
 
@@ -46,17 +48,18 @@ class MovieLensSource:
         with duckdb.connect() as con:
             # the path is a bound parameter, never SQL text: a directory name may hold a quote
             con.execute(
-                f"CREATE TEMP TABLE delivered AS SELECT {select} FROM read_csv($path, delim = $delim, header = false, "
+                f"CREATE TEMP TABLE file AS SELECT * FROM read_csv($path, delim = $delim, header = false, "
                 f"quote = '', encoding = 'latin-1', columns = {_columns(names)})",
                 {"path": str(path), "delim": delim},
-            )
+            )   # insertion order is kept, so a row's rowid is its line in the file (0-based)
+            con.execute(f"CREATE TEMP TABLE delivered AS SELECT {select} FROM file")
             return conform(con, "delivered", spec, name)
 
     @cached_property
     def _interactions(self) -> pd.DataFrame:
         name, delim = ("u.data", "\t") if self.layout == "ml-100k" else ("ratings.dat", "::")
         select = ("user_id, item_id, NULL AS poi_id, NULL AS lat, NULL AS lon, ts, "
-                  "'rating_' || rating AS event")
+                  "'rating_' || rating AS event, rowid AS seq")
         return self._read(name, ["user_id", "item_id", "rating", "ts"], delim, INTERACTIONS, select)
 
     def interactions(self, start: date, end: date) -> pd.DataFrame:

@@ -236,6 +236,7 @@ class SyntheticSource:
             "lat": lat, "lon": lon,
             "ts": ts,
             "event": EVENTS[rng.choice(len(EVENTS), n, p=EVENT_P)],
+            "seq": 0,                                   # no order beyond the timestamp
         })
         return self._dirty(frame, rng)
 

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from kwai_assets.core.attributes import UNKNOWN, JoinReport
-from kwai_assets.core.clean import CLEAN_ORDER, INVALID_REASON, INVALID_REASONS, CleanReport
+from kwai_assets.core.clean import CLEAN_ORDER, INVALID_REASON, INVALID_REASONS, CleanReport, valid_distinct
 from kwai_assets.core.index_space import INDEX_SPACE, UNMAPPED
 from kwai_assets.core.reid import first_seen_sql
 from kwai_assets.core.split import positions, split_rule
@@ -51,7 +51,7 @@ def clean_interactions(raw: DataFrame, k: int = 10) -> tuple[DataFrame, CleanRep
     reasons = sql(spark, f"SELECT {INVALID_REASON} AS r, count(*) AS n FROM raw GROUP BY 1", raw=raw).collect()
     counts = {r["r"]: r["n"] for r in reasons if r["r"] is not None}
     report.invalid = {name: counts.get(name, 0) for name in INVALID_REASONS}
-    clean = sql(spark, f"SELECT DISTINCT * FROM raw WHERE ({INVALID_REASON}) IS NULL", raw=raw).localCheckpoint()
+    clean = sql(spark, valid_distinct(columns), raw=raw).localCheckpoint()
     report.rows = clean.count()
     report.duplicates = report.raw_rows - sum(report.invalid.values()) - report.rows
     before = clean.agg(F.countDistinct("user_id").alias("u"), F.countDistinct("item_id").alias("i")).first()
@@ -105,14 +105,14 @@ def first_seen(clean: DataFrame, key: str) -> list[str]:
 
 
 def to_index_space(clean: DataFrame, id_maps: DataFrame, item_attributes: DataFrame) -> DataFrame:
-    """user_idx, item_idx, poi_idx, category_idx, ts, lat, lon, event (`core.index_space.to_index_space`)."""
+    """user_idx, item_idx, poi_idx, category_idx, ts, lat, lon, event, seq (`core.index_space.to_index_space`)."""
     out = sql(clean.sparkSession, INDEX_SPACE, clean=clean, maps=id_maps, item_attributes=item_attributes)
     out = out.localCheckpoint()
     unmapped = out.where(F.col("user_idx").isNull() | F.col("item_idx").isNull()).count()
     if unmapped:
         raise ValueError(UNMAPPED.format(unmapped))
     return out.select(*[F.col(c).cast("long") for c in ("user_idx", "item_idx", "poi_idx", "category_idx")],
-                      "ts", "lat", "lon", "event")
+                      "ts", "lat", "lon", "event", "seq")
 
 
 def split_by_user(interactions: DataFrame, ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
