@@ -64,6 +64,7 @@ VARIANTS = {
 }
 LONG_LEN = {"small": 100, "ml100k": 100}
 SHORT_LEN = 10
+STRIDE = 50            # the asset's default: histories also trained cut every 50 behaviours before their end
 
 
 def references(splits: pd.DataFrame, data: EvalData) -> list[list]:
@@ -79,7 +80,8 @@ def references(splits: pd.DataFrame, data: EvalData) -> list[list]:
 
 def run(name: str, splits: pd.DataFrame, sizes: dict[str, int], variants: list[str]) -> list[list]:
     data = EvalData.from_splits(splits, sizes["user"], sizes["item"])
-    sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], LONG_LEN[name], SHORT_LEN)
+    sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], LONG_LEN[name], SHORT_LEN,
+                                    stride=STRIDE)
     rows = references(splits, data)
     for variant in variants:
         label, changes = VARIANTS[variant]

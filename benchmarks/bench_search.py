@@ -59,7 +59,7 @@ SPACES: dict[str, dict[str, list]] = {
         "batch_size": [512, 1024, 2048, 4096],
     },
 }
-SEQUENCE_FIELDS = ("long_len",)          # interest: fields of the sequences, not of InterestConfig
+SEQUENCE_FIELDS = ("long_len", "stride")         # interest: fields of the sequences, not of InterestConfig
 
 
 def prepare(out: Path, ml100k: str) -> None:
@@ -114,7 +114,8 @@ def trial(model: str, number: int, point: dict, fixed: dict) -> tuple[dict, floa
         from kwai_assets.models.interest import InterestConfig, ndcg_at_20, train_interest
 
         config = dataclasses.replace(InterestConfig(), **{k: v for k, v in point.items() if k not in SEQUENCE_FIELDS})
-        sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], point.get("long_len", 100), 10)
+        sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], point.get("long_len", 100), 10,
+                                        stride=point.get("stride", 50))
         trained, history = train_interest(sequences, config, val=data)
         test = ndcg_at_20(trained, sequences, data)
     else:

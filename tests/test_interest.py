@@ -54,6 +54,23 @@ def test_sequences_split_train_history_90_10_right_aligned():
     assert s.full_time[0, -1] == 1.0 and s.full_time[0, -20] == 0.0
 
 
+def test_prefixes_cut_each_history_every_stride_behaviours_for_training_only():
+    ts = pd.Timestamp("2026-01-05 08:00")
+    rows = [(u, i + 1, 1, ts + pd.Timedelta(hours=i), "click", "train") for u, n in ((1, 20), (2, 9)) for i in range(n)]
+    splits = pd.DataFrame(rows, columns=["user_idx", "item_idx", "category_idx", "ts", "event", "split"])
+    whole = behaviour_sequences(splits, n_items=100, n_categories=3, long_len=8, short_len=3)
+    s = behaviour_sequences(splits, n_items=100, n_categories=3, long_len=8, short_len=3, stride=4)
+    assert whole.earlier is None and np.array_equal(s.full, whole.full) and s.users.tolist() == [1, 2]
+    # cut 4, 8, 12, ... behaviours before the end while MIN_PREFIX (5) remain: user 1 (20) to 16, 12 and 8,
+    # user 2 (9) to 5; rows by cut, then user; each prefix keeps its last long_len behaviours
+    assert s.earlier.users.tolist() == [1, 2, 1, 1]
+    assert [r[r > 0].tolist() for r in s.earlier.full[..., 0]] == [
+        list(range(9, 17)), [1, 2, 3, 4, 5], list(range(5, 13)), list(range(1, 9))]
+    assert s.earlier.n_short.tolist() == [2, 1, 1, 1]              # 10% of each prefix, at least one
+    full, _, n_short, _, _ = s.training()
+    assert len(full) == 6 and np.array_equal(full[:2], whole.full) and n_short.tolist() == [2, 1, 2, 1, 1, 1]
+
+
 def _features(items: list[int]) -> torch.Tensor:
     """[1, T, 7] behaviours of the given items (0 = padding) with fixed context features."""
     rows = [[i, 1 + i % 2, 5, 2, 1, 1, 3] if i else [0] * 7 for i in items]

@@ -33,7 +33,9 @@ from kwai_assets.models.early_stopping import training_problems
 from kwai_assets.resources import ModelStoreResource
 
 InterestRunConfig = config_from(interest.InterestConfig, long_len=(int, 100, "behaviours in the long tower"),
-                                short_len=(int, 10, "behaviours in the short tower"))
+                                short_len=(int, 10, "behaviours in the short tower"),
+                                stride=(int, 50, "histories also trained cut every `stride` behaviours before "
+                                                 "their end (prefix augmentation); 0: whole histories only"))
 CFRunConfig = config_from(cf.CFConfig)
 AdapterRunConfig = config_from(adapter_model.AdapterConfig)
 TwoTowerRunConfig = config_from(two_tower.TwoTowerConfig)
@@ -87,7 +89,8 @@ def interest_model(context: dg.AssetExecutionContext, config: InterestRunConfig,
     """Causal long-term Transformer with a [CLS] user vector and a DeepSeek-style MoE head, trained on train-split
     sequences (a next-item softmax at every position), early stopping on validation NDCG@20."""
     sizes = index_sizes(id_maps)
-    sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], config.long_len, config.short_len)
+    sequences = behaviour_sequences(splits, sizes["item"], sizes["category"], config.long_len, config.short_len,
+                                    stride=config.stride)
     params = config.model_dump()
     with models.run(context, {**params, "users": len(sequences.users), "device": device().type}) as run:
         model, history = interest.train_interest(sequences, to_dataclass(config, interest.InterestConfig),

@@ -15,6 +15,8 @@ columns begin).
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,8 @@ import pandas as pd
 from kwai_assets.core.split import history_rows
 
 FEATURES = ("item", "category", "hour", "weekday", "weekend", "event", "gap")
+ROW_FIELDS = ("users", "long", "long_time", "short", "short_time", "full", "full_time", "n_short")   # per row
+MIN_PREFIX = 5                         # behaviours a training prefix keeps at least
 GAP_BUCKETS = 32                       # 0 padding, 1 first, 2 same second, 3 + floor(log2 s) up to 2^28 s (8 years)
 
 
@@ -41,10 +45,18 @@ class Sequences:
     item_poi: np.ndarray | None = None  # [n_items] POI index of every item (0 = none), when the data has POIs
     n_pois: int = 1
     n_short: np.ndarray | None = None  # [U] behaviours of the short-term part (<= long_len), the cut of `full`
+    earlier: Sequences | None = None   # training prefixes of the histories (users repeated); see behaviour_sequences
 
     def short_count(self) -> np.ndarray:
         """`n_short`, or the short sequences' lengths when it was not given."""
         return self.n_short if self.n_short is not None else (self.short[..., 0] > 0).sum(1).astype(np.int64)
+
+    def training(self) -> list[np.ndarray]:
+        """(full, full_time, n_short, short, short_time) of every training row: each user's whole history, then
+        the `earlier` prefixes."""
+        parts = [self] if self.earlier is None else [self, self.earlier]
+        return [np.concatenate([getattr(p, f) if f != "n_short" else p.short_count() for p in parts])
+                for f in ("full", "full_time", "n_short", "short", "short_time")]
 
 
 def _place(values: np.ndarray, user_row: np.ndarray, dest: np.ndarray, keep: np.ndarray, shape: tuple) -> np.ndarray:
@@ -71,8 +83,37 @@ def gap_bucket(seconds: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 
 def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, long_len: int = 100,
-                        short_len: int = 10, short_share: float = 0.1) -> Sequences:
+                        short_len: int = 10, short_share: float = 0.1, stride: int = 0) -> Sequences:
+    """One row per user with train behaviours (see the module doc); with `stride` > 0, `earlier` holds the
+    training prefixes: each history cut `stride`, 2 `stride`, ... behaviours before its end, while at least
+    MIN_PREFIX behaviours remain (Tan et al.'s prefix augmentation, 2016)."""
     train = history_rows(splits)
+    item_poi = _item_attribute(splits, "poi_idx", n_items)
+    events = sorted(train["event"].unique().tolist())
+    shared = dict(
+        vocab={"item": n_items, "category": n_categories, "hour": 25, "weekday": 8, "weekend": 3,
+               "event": len(events) + 1, "gap": GAP_BUCKETS},
+        events=events, item_category=_item_attribute(splits, "category_idx", n_items), item_poi=item_poi,
+        n_pois=int(item_poi.max()) + 1)
+    out = _sequences(train, long_len, short_len, short_share, shared)
+    if stride > 0:
+        rank = train.groupby("user_idx").cumcount().to_numpy()
+        left = train.groupby("user_idx")["user_idx"].transform("size").to_numpy() - rank   # behaviours from here on
+        prefixes = []
+        for cut in itertools.count(stride, stride):
+            prefix = train[left > cut]
+            prefix = prefix[prefix.groupby("user_idx")["user_idx"].transform("size") >= MIN_PREFIX]
+            if prefix.empty:
+                break
+            prefixes.append(_sequences(prefix, long_len, short_len, short_share, shared))
+        if prefixes:
+            out.earlier = dataclasses.replace(
+                prefixes[0], **{f: np.concatenate([getattr(p, f) for p in prefixes]) for f in ROW_FIELDS})
+    return out
+
+
+def _sequences(train: pd.DataFrame, long_len: int, short_len: int, short_share: float, shared: dict) -> Sequences:
+    """The arrays of one row per user of `train` (rows in history order): their last `long_len` behaviours."""
     users, user_row = np.unique(train["user_idx"].to_numpy(), return_inverse=True)
     n = np.bincount(user_row)
     starts = np.cumsum(n) - n
@@ -80,7 +121,6 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
     n_row = n[user_row]
     n_short_user = np.maximum(1, np.round(n * short_share).astype(np.int64))
     n_short = n_short_user[user_row]
-    events = sorted(train["event"].unique().tolist())
     ts = train["ts"].to_numpy().astype("datetime64[s]").astype(np.int64)
     first = np.minimum.reduceat(ts, starts)[user_row]
     last = np.maximum.reduceat(ts, starts)[user_row]
@@ -90,7 +130,7 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
     features = np.stack([
         train["item_idx"].to_numpy(), train["category_idx"].to_numpy(), stamp.hour.to_numpy() + 1,
         stamp.dayofweek.to_numpy() + 1, (stamp.dayofweek.to_numpy() >= 5) + 1,
-        np.searchsorted(events, train["event"].to_numpy()) + 1, gap,
+        np.searchsorted(shared["events"], train["event"].to_numpy()) + 1, gap,
     ], axis=1).astype(np.int64)
 
     is_short = rank >= n_row - n_short
@@ -99,7 +139,6 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
     full_dest = long_len - (n_row - rank)
     shapes = ((len(users), long_len, len(FEATURES)), (len(users), short_len, len(FEATURES)))
     keep_long, keep_short, keep_full = ~is_short & (long_dest >= 0), is_short & (short_dest >= 0), full_dest >= 0
-    item_poi = _item_attribute(splits, "poi_idx", n_items)
     return Sequences(
         users=users,
         long=_place(features, user_row, long_dest, keep_long, shapes[0]),
@@ -109,12 +148,7 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
         full=_place(features, user_row, full_dest, keep_full, shapes[0]),
         full_time=_place(scaled, user_row, full_dest, keep_full, shapes[0][:2]),
         n_short=np.minimum(n_short_user, long_len),
-        vocab={"item": n_items, "category": n_categories, "hour": 25, "weekday": 8, "weekend": 3,
-               "event": len(events) + 1, "gap": GAP_BUCKETS},
-        events=events,
-        item_category=_item_attribute(splits, "category_idx", n_items),
-        item_poi=item_poi,
-        n_pois=int(item_poi.max()) + 1,
+        **shared,
     )
 
 

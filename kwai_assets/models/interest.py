@@ -438,7 +438,8 @@ def ndcg_at_20(model: InterestModel, sequences, data: EvalData) -> float:
 
 def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Callable | None = None,
                    val: EvalData | None = None) -> tuple[InterestModel, list[dict]]:
-    """Train on `core.sequences.Sequences`; returns the model and per-epoch history.
+    """Train on `core.sequences.Sequences` (every row of `training()`: the histories, then their prefixes);
+    returns the model and per-epoch history.
 
     `val` (an EvalData whose `val` part holds the validation interactions, e.g.
     `EvalData.from_splits(splits)`) turns on early stopping: every `eval_every`
@@ -457,9 +458,8 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     items = sequences.full[..., 0]
     softmax = Softmax(n_items, np.bincount(items[items > 0], minlength=n_items).astype(np.float64), config, generator)
-    tensors = [torch.from_numpy(a) for a in (sequences.full, sequences.full_time, sequences.short_count(),
-                                             sequences.short, sequences.short_time)]
-    lengths = (items > 0).sum(1)
+    tensors = [torch.from_numpy(a) for a in sequences.training()]
+    lengths = (tensors[0][..., 0] > 0).sum(1).numpy()
     held_out = val.validation() if val is not None else None
     stopping, history = EarlyStopping(config.patience), []
     for epoch in range(1, config.epochs + 1):
