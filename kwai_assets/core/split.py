@@ -3,8 +3,9 @@
 For a user with n interactions sorted by time (ties in delivery order, `seq`:
 MovieLens's file order, as the published splits keep them; then by item): the
 last floor(n * test) go to test, the floor(n * val) before them to val, the
-rest to train, the convention of the published MovieLens figures (ml-100k: 70,771 / 9,596 /
-19,633 rows), so each part is within one interaction of its ratio.
+rest to train, the convention of the published MovieLens figures (ml-100k:
+70,771 / 9,596 / 19,633 rows), so each part is within one interaction of its
+ratio.
 Leave-one-out puts the last interaction in test and the one before it in val.
 """
 from __future__ import annotations
