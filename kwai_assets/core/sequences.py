@@ -98,14 +98,13 @@ def behaviour_sequences(splits: pd.DataFrame, n_items: int, n_categories: int, l
     out = _sequences(train, long_len, short_len, short_share, shared)
     if stride > 0:
         rank = train.groupby("user_idx").cumcount().to_numpy()
-        left = train.groupby("user_idx")["user_idx"].transform("size").to_numpy() - rank   # behaviours from here on
+        n = train.groupby("user_idx")["user_idx"].transform("size").to_numpy()     # the row's user's history length
         prefixes = []
-        for cut in itertools.count(stride, stride):
-            prefix = train[left > cut]
-            prefix = prefix[prefix.groupby("user_idx")["user_idx"].transform("size") >= MIN_PREFIX]
-            if prefix.empty:
+        for cut in itertools.count(stride, stride):           # a prefix keeps its user's first n - cut behaviours
+            keep = (rank < n - cut) & (n - cut >= MIN_PREFIX)
+            if not keep.any():
                 break
-            prefixes.append(_sequences(prefix, long_len, short_len, short_share, shared))
+            prefixes.append(_sequences(train[keep], long_len, short_len, short_share, shared))
         if prefixes:
             out.earlier = dataclasses.replace(
                 prefixes[0], **{f: np.concatenate([getattr(p, f) for p in prefixes]) for f in ROW_FIELDS})

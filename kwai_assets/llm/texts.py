@@ -14,7 +14,7 @@ import re
 
 import pandas as pd
 
-from kwai_assets.core.split import history_order
+from kwai_assets.core.split import history_rows
 from kwai_assets.llm.text import count_tokens
 
 UNKNOWN = "unknown"
@@ -50,9 +50,7 @@ def user_texts(splits: pd.DataFrame, items: pd.Series, max_tokens: int = 256) ->
     The estimate (`count_tokens`: words and punctuation) is at most the encoder's word-piece count, so the text
     holds at least `max_tokens` word pieces when the history is long enough and the encoder's cut is exact.
     """
-    history = history_order(splits.columns)
-    train = splits.loc[splits["split"] == "train", ["user_idx", *history]]
-    train = train.sort_values(["user_idx", *history], ascending=[True] + [False] * len(history), kind="stable")
+    train = history_rows(splits).iloc[::-1]                              # each user's most recent first
     text = items.reindex(train["item_idx"]).fillna("").to_numpy()
     tokens = pd.Series([count_tokens(t) for t in text], index=train.index)
     before = tokens.groupby(train["user_idx"]).cumsum() - tokens       # tokens of the more recent items
