@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import INTEREST, checks
 
 from kwai_assets.core.baselines import popularity
@@ -16,6 +17,7 @@ from kwai_assets.models.interest import (
     CausalTower,
     InterestConfig,
     InterestModel,
+    Softmax,
     load,
     ndcg_at_20,
     save,
@@ -94,6 +96,44 @@ def test_causal_masking_later_behaviours_never_change_earlier_outputs():
         padding = a.clone()
         padding[0, 0, 1:] = torch.tensor([2, 3, 4, 2, 1, 5])               # still padding: item 0
         assert torch.allclose(model.encode(a, times), model.encode(padding, times), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["full", "sampled"])
+def test_softmax_matches_autograd_with_seen_items_left_out_and_reuses_its_workspace(mode):
+    n, negatives = 40, 16
+    frequency = np.arange(n, dtype=np.float64)
+    softmax = Softmax(n, frequency, InterestConfig(softmax=mode, negatives=negatives), torch.Generator().manual_seed(1))
+    queries, items = torch.randn(6, 8, requires_grad=True), torch.randn(n, 8, requires_grad=True)
+    targets = torch.randint(1, n, (6, 3), generator=torch.Generator().manual_seed(2))
+    targets[0, 2] = 0                                            # no target
+    seen = (torch.tensor([0, 1, 2]), torch.tensor([5, 6, int(targets[2, 0])]))   # row 2's first target was seen
+    for step in range(2):                                        # the second step writes into the first's workspace
+        queries.grad = items.grad = None
+        nll, counted = softmax(queries, targets, items, seen)
+        nll.sum().backward()
+    grads = queries.grad, items.grad
+    queries.grad = items.grad = None
+
+    if mode == "full":                                           # the same loss through autograd's own ops
+        candidates, log_q = torch.arange(1, n), 0.0
+    else:
+        drawn = torch.Generator().manual_seed(1)
+        for _ in range(2):                                       # the second step's negatives
+            sample = torch.randint(1, n, (negatives,), generator=drawn)
+        candidates = torch.unique(torch.cat([targets[targets > 0], sample]))
+        log_q = (int((targets > 0).sum()) * torch.tensor(frequency / frequency.sum(), dtype=torch.float32)[candidates]
+                 + negatives / (n - 1)).log()
+    logits = queries @ items[candidates].T - log_q
+    left_out = (candidates[None, :] == seen[1][:, None]).nonzero()
+    logits = logits.index_put((seen[0][left_out[:, 0]], left_out[:, 1]), torch.tensor(-torch.inf))
+    index = torch.searchsorted(candidates, targets.clamp(min=1))
+    expected = -F.log_softmax(logits, dim=1).gather(1, index)
+    expected_counted = (targets > 0) & torch.isfinite(expected)
+    torch.where(expected_counted, expected, 0.0).sum().backward()
+
+    assert torch.equal(counted, expected_counted) and not counted[2, 0] and not counted[0, 2]
+    assert torch.allclose(nll, torch.where(expected_counted, expected, 0.0), atol=1e-5)
+    assert torch.allclose(grads[0], queries.grad, atol=1e-5) and torch.allclose(grads[1], items.grad, atol=1e-5)
 
 
 def test_cls_output_through_the_moe_is_the_user_vector():

@@ -319,12 +319,13 @@ class Softmax:
         self.full = config.softmax == "full" or (config.softmax == "auto" and n_items <= config.full_softmax_items)
         self.negatives, self.generator, self.exclude_seen = config.negatives, generator, config.exclude_seen
         self.frequency = torch.as_tensor(frequency / max(frequency.sum(), 1), dtype=torch.float32)
+        self.workspace = torch.empty(0)                 # the logits of every step (SoftmaxNLL)
 
     def __call__(self, queries: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
                  seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(-log p [M, K], counted [M, K]) of the targets; queries [M, dim], targets [M, K] item ids (0 = none)."""
         if self.full:                                   # every item but the padding (0): column j is item j + 1
-            logits = (queries @ items[1:].T).float()
+            scored, log_q = items[1:], None
             index = (targets - 1).clamp(min=0)
             if seen is not None:
                 seen = (seen[0], seen[1] - 1)
@@ -333,37 +334,57 @@ class Softmax:
             n = len(items)
             drawn = torch.randint(1, n, (self.negatives,), generator=self.generator).to(targets.device)
             candidates = torch.unique(torch.cat([targets[present], drawn]))
-            expected = (int(present.sum()) * self.frequency.to(targets.device)[candidates]
-                        + self.negatives / (n - 1))
-            logits = (queries @ items[candidates].T).float() - expected.log()
+            log_q = (int(present.sum()) * self.frequency.to(targets.device)[candidates]
+                     + self.negatives / (n - 1)).log()
+            scored = items[candidates]
             index = torch.searchsorted(candidates, targets.clamp(min=1))
             if seen is not None and self.exclude_seen:
                 at = torch.searchsorted(candidates, seen[1]).clamp(max=len(candidates) - 1)
                 found = candidates[at] == seen[1]
                 seen = (seen[0][found], at[found])
-        if seen is not None and self.exclude_seen:
-            with torch.no_grad():                       # constants: no gradient flows to a -inf logit
-                logits.index_put_(seen, torch.tensor(-torch.inf, device=logits.device))
-        nll = SoftmaxNLL.apply(logits, index)
+        if seen is None or not self.exclude_seen:
+            seen = None
+        self.workspace = _grown(self.workspace, len(queries) * len(scored), queries.device)
+        nll = SoftmaxNLL.apply(queries, scored, index, log_q, seen, self.workspace)
         counted = (targets > 0) & torch.isfinite(nll)
         return torch.where(counted, nll, 0.0), counted
 
 
+def _grown(workspace: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+    return workspace if workspace.numel() >= size and workspace.device == device else torch.empty(size, device=device)
+
+
 class SoftmaxNLL(torch.autograd.Function):
-    """-log_softmax(logits).gather(1, index) with a one-pass backward (softmax * sum of grads - scattered grads):
-    the [rows, items] matrix is the largest tensor of a step, and autograd's version walks it about three more
-    times (log_softmax's output, gather's zero-filled gradient, their backward)."""
+    """-log_softmax(queries @ scored.T - log_q, seen items at -inf).gather(1, index), in float32.
+
+    The [rows, items] logits are the largest tensor of a step. They live in one
+    reused `workspace` (allocating them afresh every step costs a page fault per
+    4 KiB on a CPU, about a third of the product's time), are turned into the
+    log-probabilities in place, and the backward turns those into the gradient
+    in place too (softmax * sum of grads - scattered grads), where autograd's
+    version would allocate and walk the matrix about three more times.
+    """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits, dim=1)
-        ctx.save_for_backward(log_p, index)
+    def forward(ctx, queries: torch.Tensor, scored: torch.Tensor, index: torch.Tensor, log_q: torch.Tensor | None,
+                seen: tuple[torch.Tensor, torch.Tensor] | None, workspace: torch.Tensor) -> torch.Tensor:
+        q, items = queries.float(), scored.float()
+        log_p = torch.mm(q, items.T, out=workspace[:len(q) * len(items)].view(len(q), len(items)))
+        if log_q is not None:
+            log_p.sub_(log_q)
+        if seen is not None:                            # constants: no gradient flows to a -inf logit
+            log_p.index_put_(seen, torch.tensor(-torch.inf, device=log_p.device))
+        torch.log_softmax(log_p, dim=1, out=log_p)
+        ctx.save_for_backward(q, items, index)
+        ctx.log_p, ctx.dtypes, ctx.bias = log_p, (queries.dtype, scored.dtype), log_q is not None
         return -log_p.gather(1, index)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        log_p, index = ctx.saved_tensors                  # used once: turned into the gradient in place
-        return log_p.exp_().mul_(grad.sum(1, keepdim=True)).scatter_add_(1, index, -grad), None
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        q, items, index = ctx.saved_tensors
+        g = ctx.log_p.exp_().mul_(grad.sum(1, keepdim=True)).scatter_add_(1, index, -grad.float())
+        del ctx.log_p                                   # the workspace is the next step's
+        return (g @ items).to(ctx.dtypes[0]), (g.T @ q).to(ctx.dtypes[1]), None, None, None, None
 
 
 def mean_nll(nll: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
