@@ -107,7 +107,7 @@ def test_softmax_matches_autograd_with_seen_items_left_out_and_reuses_its_worksp
     targets = torch.randint(1, n, (6, 3), generator=torch.Generator().manual_seed(2))
     targets[0, 2] = 0                                            # no target
     seen = (torch.tensor([0, 1, 2]), torch.tensor([5, 6, int(targets[2, 0])]))   # row 2's first target was seen
-    for step in range(2):                                        # the second step writes into the first's workspace
+    for _ in range(2):                                           # the second step writes into the first's workspace
         queries.grad = items.grad = None
         nll, counted = softmax(queries, targets, items, seen)
         nll.sum().backward()

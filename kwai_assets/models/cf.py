@@ -32,7 +32,7 @@ MODELS = ("lightgcn", "mf")
 @dataclass(frozen=True)
 class CFConfig:
     model: str = "lightgcn"      # lightgcn | mf
-    dim: int = 128               # defaults chosen on ml-100k's validation NDCG@20 (docs/models.md#cf-models-and-the-adapter)
+    dim: int = 128               # the defaults: ml-100k validation NDCG@20 (docs/models.md#cf-models-and-the-adapter)
     layers: int = 3              # LightGCN propagation layers (mf: none)
     lr: float = 1e-2             # converges in tens of epochs; 1e-3 (LightGCN's) needs hundreds
     weight_decay: float = 1e-4   # L2 on the batch's ego embeddings, as in LightGCN
