@@ -9,7 +9,7 @@ LOG        := $(KWAI_HOME)/logs
 # peaks near 15 on `small`), the interest model 14 (it peaks near 14-16), the ranker 2 (its best), the next-POI model
 # 4 without its no-distance ablation, the adapter 5 fine-tuning epochs.
 # The models are the same. `make demo-quality` trains longer (each model to its early stop, the ablation): the
-# `small` figures in docs/ come from it (about 8 minutes).
+# `small` figures in docs/ come from it (about 6-8 minutes).
 QUALITY_CONFIG := {"ops": {"adapter": {"config": {"epochs": 8}}, "ranker": {"config": {"patience": 1}}, "interest_model": {"config": {"patience": 1}}, "cf_model": {"config": {"patience": 1}}, "next_poi": {"config": {"epochs": 6}}}}
 DEMO_CONFIG ?= {"ops": {"cf_model": {"config": {"epochs": 20}}, "interest_model": {"config": {"epochs": 14}}, "ranker": {"config": {"epochs": 2}}, "next_poi": {"config": {"epochs": 4, "ablation": false}}, "adapter": {"config": {"epochs": 5}}}}
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k

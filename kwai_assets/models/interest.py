@@ -324,6 +324,8 @@ class Softmax:
     def __call__(self, queries: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
                  seen: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(-log p [M, K], counted [M, K]) of the targets; queries [M, dim], targets [M, K] item ids (0 = none)."""
+        if not self.exclude_seen:
+            seen = None
         if self.full:                                   # every item but the padding (0): column j is item j + 1
             scored, log_q = items[1:], None
             index = (targets - 1).clamp(min=0)
@@ -338,20 +340,16 @@ class Softmax:
                      + self.negatives / (n - 1)).log()
             scored = items[candidates]
             index = torch.searchsorted(candidates, targets.clamp(min=1))
-            if seen is not None and self.exclude_seen:
+            if seen is not None:
                 at = torch.searchsorted(candidates, seen[1]).clamp(max=len(candidates) - 1)
                 found = candidates[at] == seen[1]
                 seen = (seen[0][found], at[found])
-        if seen is None or not self.exclude_seen:
-            seen = None
-        self.workspace = _grown(self.workspace, len(queries) * len(scored), queries.device)
+        size = len(queries) * len(scored)
+        if self.workspace.numel() < size or self.workspace.device != queries.device:
+            self.workspace = torch.empty(size, device=queries.device)
         nll = SoftmaxNLL.apply(queries, scored, index, log_q, seen, self.workspace)
         counted = (targets > 0) & torch.isfinite(nll)
         return torch.where(counted, nll, 0.0), counted
-
-
-def _grown(workspace: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
-    return workspace if workspace.numel() >= size and workspace.device == device else torch.empty(size, device=device)
 
 
 class SoftmaxNLL(torch.autograd.Function):
@@ -376,7 +374,7 @@ class SoftmaxNLL(torch.autograd.Function):
             log_p.index_put_(seen, torch.tensor(-torch.inf, device=log_p.device))
         torch.log_softmax(log_p, dim=1, out=log_p)
         ctx.save_for_backward(q, items, index)
-        ctx.log_p, ctx.dtypes, ctx.bias = log_p, (queries.dtype, scored.dtype), log_q is not None
+        ctx.log_p, ctx.dtypes = log_p, (queries.dtype, scored.dtype)
         return -log_p.gather(1, index)
 
     @staticmethod
