@@ -1,4 +1,6 @@
 """Behaviour sequences and the long-term interest model."""
+from dataclasses import replace
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -202,11 +204,14 @@ def test_training_is_deterministic_on_cpu(trained):
     assert np.array_equal(user_vectors(model, sequences), user_vectors(again, sequences))
 
 
-def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trips(trained, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["weights", "averaged-weights"])
+def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trips(trained, tmp_path, ema):
+    """With `ema`, validation scores the moving average of the weights, and that average is what is kept."""
     splits, sequences, _, _ = trained
     data = EvalData.from_splits(splits)
     config = InterestConfig(dim=16, depth=1, heads=2, head_dim=8, n_experts=4, epochs=12, eval_every=1, patience=2,
-                            batch_size=64, bpr=1.0, all_action=0.5, window=4, softmax="sampled", negatives=64)
+                            batch_size=64, bpr=1.0, all_action=0.5, window=4, softmax="sampled", negatives=64,
+                            ema=ema)
     model, history = train_interest(sequences, config, val=data)
     validated = [h["val_ndcg_at_20"] for h in history]
     assert len(history) < 12 or validated[-1] <= max(validated)            # stopped early, or ran out
@@ -214,6 +219,15 @@ def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trip
         max(validated), abs=1e-9)                                          # the weights are the best epoch's
     again = load(save(model, tmp_path / "m"))
     assert np.allclose(user_vectors(again, sequences), user_vectors(model, sequences), atol=1e-6)
+
+
+def test_weight_averaging_changes_what_is_validated_not_how_the_model_trains(trained):
+    splits, sequences, _, _ = trained
+    data = EvalData.from_splits(splits)
+    runs = [train_interest(sequences, replace(SMALL, ema=ema, eval_every=1), val=data) for ema in (0.0, 0.9)]
+    (_, plain), (_, averaged) = runs
+    assert [h["loss"] for h in plain] == [h["loss"] for h in averaged]                  # the same steps
+    assert [h["val_ndcg_at_20"] for h in plain] != [h["val_ndcg_at_20"] for h in averaged]  # other weights scored
 
 
 def test_assets_materialize_and_the_mlflow_weights_reproduce_user_vectors(built, warehouse):
