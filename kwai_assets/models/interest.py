@@ -486,7 +486,8 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
     lengths = (tensors[0][..., 0] > 0).sum(1).numpy()
     held_out = val.validation() if val is not None else None
     stopping, history = EarlyStopping(config.patience), []
-    average = [p.detach().clone() for p in model.parameters()] if config.ema > 0 else None
+    weights = [p.detach() for p in model.parameters()]          # views: they follow the optimizer's steps
+    average = [w.clone() for w in weights] if config.ema > 0 else None
     for epoch in range(1, config.epochs + 1):
         model.train()
         start, total, seen = time.perf_counter(), 0.0, 0
@@ -497,36 +498,36 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
             loss.backward()
             optimizer.step()
             if average is not None:
-                torch._foreach_lerp_(average, [p.detach() for p in model.parameters()], 1 - config.ema)
+                torch._foreach_lerp_(average, weights, 1 - config.ema)
             total, seen = total + loss.item() * len(batch), seen + len(batch)
         seconds = time.perf_counter() - start
         metrics = {"epoch": epoch, "loss": total / max(seen, 1), "samples_per_s": seen / seconds,
                    "epoch_s": seconds, **model.moe.end_epoch()}
         if held_out is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            with _averaged(model, average):
+            with _averaged(weights, average):
                 metrics["val_ndcg_at_20"] = ndcg_at_20(model, sequences, held_out)
                 stopping.observe(metrics["val_ndcg_at_20"], model.state_dict)
         if stopping.record(history, epoch, metrics, log):
             break
     if average is not None and stopping.state is None:
-        torch._foreach_copy_([p.detach() for p in model.parameters()], average)
+        torch._foreach_copy_(weights, average)
     stopping.restore(model)
     model.eval()
     return model, history
 
 
 @contextmanager
-def _averaged(model: InterestModel, average: list[torch.Tensor] | None):
-    """Inside: `model` holds the averaged weights (when there are any); after: its own again."""
+def _averaged(weights: list[torch.Tensor], average: list[torch.Tensor] | None):
+    """Inside: `weights` (the model's) hold the average (when there is one); after: their own values again."""
     if average is None:
         yield
         return
-    own = [p.detach().clone() for p in model.parameters()]
-    torch._foreach_copy_([p.detach() for p in model.parameters()], average)
+    own = [w.clone() for w in weights]
+    torch._foreach_copy_(weights, average)
     try:
         yield
     finally:
-        torch._foreach_copy_([p.detach() for p in model.parameters()], own)
+        torch._foreach_copy_(weights, own)
 
 
 @torch.no_grad()
