@@ -230,6 +230,12 @@ def test_weight_averaging_changes_what_is_validated_not_how_the_model_trains(tra
     assert [h["val_ndcg_at_20"] for h in plain] != [h["val_ndcg_at_20"] for h in averaged]  # other weights scored
 
 
+@pytest.mark.parametrize("ema", [1.0, -0.1])
+def test_an_average_that_would_never_move_or_overshoot_is_rejected(ema):
+    with pytest.raises(ValueError, match=r"ema must be in \[0, 1\)"):
+        InterestConfig(ema=ema)
+
+
 def test_assets_materialize_and_the_mlflow_weights_reproduce_user_vectors(built, warehouse):
     settings, result = built
     found = checks(result)

@@ -92,6 +92,8 @@ class InterestConfig:
             raise ValueError(f"softmax must be one of {SOFTMAX}, got {self.softmax!r}")
         if min(self.next_item, self.all_action, self.bpr) < 0:
             raise ValueError("loss weights must be non-negative")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1) (0: no averaging; 1 would keep the first weights), got {self.ema}")
         if self.next_item + self.all_action == 0:
             raise ValueError("next_item or all_action must be positive: the BPR alone does not train the item vectors")
 
