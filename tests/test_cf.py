@@ -16,6 +16,7 @@ from kwai_assets.models.cf import (
     load,
     normalized_adjacency,
     save,
+    softmax_loss,
     to_torch_sparse,
     train_cf,
 )
@@ -57,6 +58,26 @@ def test_negatives_are_never_train_positives():
         assert j.shape == (len(u), 3) and not dense[u[:, None], j].any()
 
 
+def test_the_softmax_scores_the_positive_against_the_candidates_only():
+    dense = np.array([[1, 1, 0, 0, 0], [0, 1, 1, 1, 0]], np.float32)     # item 4: in no train row
+    sampler = TripleSampler(sp.csr_matrix(dense), seed=0)
+    u, i = np.array([0, 0, 1]), np.array([0, 1, 3])
+    left_out = sampler.left_out(u, i)
+    assert left_out.tolist() == [[False, True, False, False, True],    # user 0's other item 1, the unseen 4
+                                 [True, False, False, False, True],
+                                 [False, True, True, False, True]]
+    users, items = torch.randn(3, 4), torch.randn(5, 4)
+    logits = users @ items.T
+    expected = [torch.logsumexp(logits[r][~torch.from_numpy(left_out[r])], 0) - logits[r, i[r]] for r in range(3)]
+    assert torch.isclose(softmax_loss(users, items, torch.from_numpy(i), torch.from_numpy(left_out)),
+                         torch.stack(expected).mean())
+
+
+def test_unknown_loss_is_rejected():
+    with pytest.raises(ValueError, match="CF loss must be one of .*'hinge'"):
+        CFConfig(loss="hinge")
+
+
 def planted_world(seed: int = 0) -> EvalData:
     """Two taste groups of users, each touching mostly its own half of the items; chronology irrelevant."""
     rng = np.random.default_rng(seed)
@@ -72,13 +93,14 @@ def planted_world(seed: int = 0) -> EvalData:
     return EvalData(*parts)
 
 
-def test_training_is_deterministic_and_beats_popularity():
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_training_is_deterministic_and_beats_popularity(loss):
     from kwai_assets.core.baselines import popularity
     from kwai_assets.core.evaluation import evaluate
     from kwai_assets.core.vectors import dot_product
 
     data = planted_world()
-    config = CFConfig(dim=16, layers=2, lr=1e-2, epochs=30, eval_every=5, batch_size=256)
+    config = CFConfig(dim=16, layers=2, lr=1e-2, epochs=30, eval_every=5, batch_size=256, loss=loss)
     model, history = train_cf(data, config)
     again, history_again = train_cf(data, config)
     assert [h["loss"] for h in history] == [h["loss"] for h in history_again]
