@@ -17,6 +17,7 @@ from kwai_assets.core.sequences import behaviour_sequences
 from kwai_assets.io.model_store import ModelStore
 from kwai_assets.models.interest import (
     CausalTower,
+    FeatureEmbedding,
     InterestConfig,
     InterestModel,
     Softmax,
@@ -195,6 +196,27 @@ def test_user_vectors_separate_planted_tastes(trained):
     same = favourite[:, None] == favourite[None, :]
     off = ~np.eye(len(unit), dtype=bool)
     assert cosine[same & off].mean() > cosine[~same].mean() + 0.1
+
+
+def test_item_table_gradients_repeat_to_the_bit_at_catalogue_scale():
+    """The tiny preset's tables are below the size where CPU kernels split work across threads; a
+    MovieLens-sized catalogue is not, and there an indexing backward added rows in a thread-dependent order."""
+    rng = np.random.default_rng(0)
+    n_items, dim = 2_000, 64
+    table = FeatureEmbedding({"item": n_items, "category": 20}, dim, rng.integers(1, 20, n_items),
+                             rng.integers(1, 50, n_items), n_pois=50, context=())
+    upstream = torch.from_numpy(rng.standard_normal((n_items, dim)).astype(np.float32))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grads = []
+        for _ in range(20):
+            table.zero_grad()
+            (table.item_table() * upstream).sum().backward()
+            grads.append(torch.cat([p.grad.clone() for p in table.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
 def test_training_is_deterministic_on_cpu(trained):

@@ -127,9 +127,12 @@ class FeatureEmbedding(nn.Module):
         self.time = nn.Linear(1, dim) if "time" in context else None
 
     def item_table(self) -> torch.Tensor:
-        """[n_items, dim]: item id + its category + its POI; items share what their attributes say."""
-        return (self.tables["item"].weight + self.tables["category"].weight[self.item_category]
-                + self.poi.weight[self.item_poi])
+        """[n_items, dim]: item id + its category + its POI; items share what their attributes say.
+
+        F.embedding, not `weight[index]`: indexing's backward adds the many items of a category in a
+        thread-dependent order on CPU, and the runs would differ in the last bits (then in the epochs)."""
+        return (self.tables["item"].weight + F.embedding(self.item_category, self.tables["category"].weight)
+                + F.embedding(self.item_poi, self.poi.weight))
 
     def forward(self, features: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         items = features[..., 0]
