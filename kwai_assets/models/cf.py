@@ -131,7 +131,7 @@ def bpr_loss(users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch
 
 def softmax_loss(users: torch.Tensor, items: torch.Tensor, pos: torch.Tensor, left_out: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of each row's positive against every item: users [B, d], items [n_items, d], pos [B],
-    left_out [B, n_items] True where an item is not a candidate (the evaluation never ranks it)."""
+    left_out [B, n_items] True where an item is not scored (`TripleSampler.left_out`)."""
     return F.cross_entropy((users @ items.T).masked_fill(left_out, float("-inf")), pos)
 
 
