@@ -10,10 +10,8 @@ Usage: python benchmarks/bench_cf_grid.py [--ml100k DIR] [--threads N] [--test] 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table  # noqa: E402
+from common import parse_settings, settings_parser, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.core.pipeline import prepared  # noqa: E402
@@ -31,14 +29,8 @@ from kwai_assets.sources import MovieLensSource  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*", default=["{}"], help="JSON objects of CFConfig fields")
-    parser.add_argument("--ml100k", default=os.environ.get("KWAI_ML100K", str(Path.home() / ".cache/kwai/ml-100k")))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--test", action="store_true", help="also read test NDCG@20")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser = settings_parser(__doc__, "CFConfig")
+    args = parse_settings(parser)
     tables = prepared(MovieLensSource(args.ml100k), k=1)
     data = EvalData.from_splits(tables.splits, tables.sizes["user"], tables.sizes["item"])
     rows = []

@@ -10,10 +10,8 @@ Usage: python benchmarks/bench_two_tower.py [--data small,ml-100k] [--threads N]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataset, table  # noqa: E402
+from common import dataset, parse_settings, settings_parser, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, scorer, train_two_tower  # noqa: E402
@@ -34,15 +32,9 @@ def load(name: str, ml100k: str):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*", default=["{}"], help="JSON objects of TwoTowerConfig fields")
+    parser = settings_parser(__doc__, "TwoTowerConfig")
     parser.add_argument("--data", default="small,ml-100k")
-    parser.add_argument("--ml100k", default=os.environ.get("KWAI_ML100K", str(Path.home() / ".cache/kwai/ml-100k")))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--test", action="store_true", help="also read test NDCG@20")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_settings(parser)
     rows = []
     for name in args.data.split(","):
         data, split = load(name, args.ml100k)

@@ -1,11 +1,14 @@
 """Timing and peak-memory helpers for the benchmarks (not tests)."""
 from __future__ import annotations
 
+import argparse
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -71,3 +74,24 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def settings_parser(doc: str, config: str) -> argparse.ArgumentParser:
+    """The command line of a settings grid: JSON objects of `config`'s fields, where ml-100k is, the torch
+    threads, and whether to read test; add the script's own options, then `parse_settings`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="*", default=["{}"], help=f"JSON objects of {config} fields")
+    parser.add_argument("--ml100k", default=os.environ.get("KWAI_ML100K", str(Path.home() / ".cache/kwai/ml-100k")))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--test", action="store_true", help="also read test NDCG@20")
+    return parser
+
+
+def parse_settings(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed arguments, torch's CPU threads set."""
+    import torch
+
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

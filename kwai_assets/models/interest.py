@@ -81,7 +81,7 @@ class InterestConfig:
     patience: int = 3          # validations without improvement before stopping; the best epoch's weights are kept
     batch_size: int = 128      # users per step (of similar history lengths)
     lr: float = 3e-3           # AdamW learning rate
-    weight_decay: float = 0.1  # AdamW's decoupled weight decay
+    weight_decay: float = 0.2  # AdamW's decoupled weight decay (chosen on validation: docs/models.md)
     ema: float = 0.95          # decay per step of the weights' moving average that is validated and kept; 0 = off
     seed: int = 0              # weights, batches, dropout and sampling: one seed, deterministic on CPU
 

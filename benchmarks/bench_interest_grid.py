@@ -1,0 +1,68 @@
+"""The interest model, one row per setting and seed: validation NDCG@20, epochs, train time.
+
+The data of `bench_interest_quality.py` (synthetic `small` with the asset's
+k-core, or ml-100k's comparable setup) and the asset's sequences (`long_len`
+100, prefixes every 50 behaviours); each setting is `InterestConfig(seed=s)`
+with the JSON's fields replaced, early stopping on validation NDCG@20.
+Settings are compared on validation; `--test` adds test NDCG@20 (read it for
+the settings you report, not to choose them).
+
+Usage: python benchmarks/bench_interest_grid.py [--data small|ml100k] [--seeds 0,1,2] [--threads N] [--test]
+       '{}' '{"weight_decay": 0.3}' ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_interest_quality import LONG_LEN, SHORT_LEN, STRIDE  # noqa: E402
+from common import parse_settings, settings_parser, table  # noqa: E402
+
+from kwai_assets.core.evaluation import EvalData  # noqa: E402
+from kwai_assets.core.pipeline import prepared  # noqa: E402
+from kwai_assets.core.sequences import behaviour_sequences  # noqa: E402
+from kwai_assets.models.interest import InterestConfig, ndcg_at_20, train_interest  # noqa: E402
+from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
+
+
+def main() -> None:
+    parser = settings_parser(__doc__, "InterestConfig")
+    parser.add_argument("--data", default="small", choices=["small", "ml100k"])
+    parser.add_argument("--seeds", default="0", help="comma-separated InterestConfig seeds")
+    args = parse_settings(parser)
+    source = MovieLensSource(args.ml100k) if args.data == "ml100k" else SyntheticSource(preset=args.data, seed=7)
+    tables = prepared(source, k=1 if args.data == "ml100k" else 10)
+    sizes = tables.sizes
+    data = EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
+    sequences = behaviour_sequences(tables.splits, sizes["item"], sizes["category"], LONG_LEN[args.data], SHORT_LEN,
+                                    stride=STRIDE)
+    rows = []
+    for setting in args.settings:
+        vals = []
+        for seed in map(int, args.seeds.split(",")):
+            config = dataclasses.replace(InterestConfig(seed=seed), **json.loads(setting))
+            start = time.perf_counter()
+            model, history = train_interest(sequences, config, val=data)
+            seconds = time.perf_counter() - start
+            best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+            test = ndcg_at_20(model, sequences, data) if args.test else None
+            vals.append(best["val_ndcg_at_20"])
+            rows.append([setting, seed, f"{best['val_ndcg_at_20']:.4f}", "" if test is None else f"{test:.4f}",
+                         f"{best['epoch']} of {len(history)}", round(seconds, 1)])
+            print("  " + " | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
+        if len(vals) > 1:
+            rows.append([setting, "mean", f"{np.mean(vals):.4f}", "", "", ""])
+    print(f"\n## Interest model on {args.data} ({torch.get_num_threads()} CPU threads)\n")
+    print(table(["setting (InterestConfig fields)", "seed", "val NDCG@20", "test NDCG@20", "best epoch", "train s"],
+                rows))
+
+
+if __name__ == "__main__":
+    main()
