@@ -9,7 +9,7 @@ LOG        := $(KWAI_HOME)/logs
 # peaks near 10 on `small`), the interest model 12 (it peaks near 18), the ranker 2 (its best), the next-POI model
 # 3 without its no-distance ablation, the adapter 2 fine-tuning epochs (on `small` it keeps its first).
 # The models are the same. `make demo-quality` trains each model at its defaults to its early stop (the ranker with
-# patience 1) and runs the ablation: the `small` figures in docs/ come from it (about 9-10 minutes).
+# patience 1) and runs the ablation: the `small` figures in docs/ come from it (about 8-10 minutes).
 QUALITY_CONFIG := {"ops": {"adapter": {"config": {"epochs": 8}}, "ranker": {"config": {"patience": 1}}, "next_poi": {"config": {"epochs": 6}}}}
 DEMO_CONFIG ?= {"ops": {"cf_model": {"config": {"epochs": 10}}, "interest_model": {"config": {"epochs": 12}}, "ranker": {"config": {"epochs": 2}}, "next_poi": {"config": {"epochs": 3, "ablation": false}}, "adapter": {"config": {"epochs": 2}}}}
 ML100K     ?= $(HOME)/.cache/kwai/ml-100k

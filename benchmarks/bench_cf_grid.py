@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parse_settings, settings_parser, table  # noqa: E402
+from common import best_validated, parse_settings, settings_parser, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.core.pipeline import prepared  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> None:
         start = time.perf_counter()
         model, history = train_cf(data, config)
         seconds = time.perf_counter() - start
-        best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+        best = best_validated(history)
         test = evaluate(dot_product(*embeddings(model)), data, ks=(20,))["ndcg", 20] if args.test else None
         rows.append([setting, f"{best['val_ndcg_at_20']:.4f}", "" if test is None else f"{test:.4f}",
                      f"{best['epoch']} of {len(history)}", round(seconds, 1)])

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import measured, table  # noqa: E402
+from common import best_validated, measured, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.core.pipeline import prepared  # noqa: E402
@@ -73,7 +73,7 @@ def balancing(preset: str, epochs: int | None) -> None:
         users = np.zeros((data.n_users, config.dim), np.float32)
         users[s.users] = user_vectors(model, s)
         ndcg = evaluate(dot_product(users, item_vectors(model)), data, ks=(20,))["ndcg", 20]
-        best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+        best = best_validated(history)
         shown = history[:: max(1, len(history) // 8)]
         rows.append([label, " ".join(f"{h['load_max_over_mean']:.2f}" for h in shown),
                      " ".join(f"{h['load_entropy']:.2f}" for h in shown), f"{history[-1]['loss']:.3f}",

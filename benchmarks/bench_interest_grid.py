@@ -23,13 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_interest_quality import LONG_LEN, SHORT_LEN, STRIDE  # noqa: E402
-from common import parse_settings, settings_parser, table  # noqa: E402
+from common import best_validated, dataset, parse_settings, settings_parser, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData  # noqa: E402
-from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.sequences import behaviour_sequences  # noqa: E402
 from kwai_assets.models.interest import InterestConfig, ndcg_at_20, train_interest  # noqa: E402
-from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +35,7 @@ def main() -> None:
     parser.add_argument("--data", default="small", choices=["small", "ml100k"])
     parser.add_argument("--seeds", default="0", help="comma-separated InterestConfig seeds")
     args = parse_settings(parser)
-    source = MovieLensSource(args.ml100k) if args.data == "ml100k" else SyntheticSource(preset=args.data, seed=7)
-    tables = prepared(source, k=1 if args.data == "ml100k" else 10)
+    tables = dataset("ml-100k" if args.data == "ml100k" else args.data, args.ml100k)
     sizes = tables.sizes
     data = EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
     sequences = behaviour_sequences(tables.splits, sizes["item"], sizes["category"], LONG_LEN[args.data], SHORT_LEN,
@@ -51,7 +48,7 @@ def main() -> None:
             start = time.perf_counter()
             model, history = train_interest(sequences, config, val=data)
             seconds = time.perf_counter() - start
-            best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+            best = best_validated(history)
             test = ndcg_at_20(model, sequences, data) if args.test else None
             vals.append(best["val_ndcg_at_20"])
             rows.append([setting, seed, f"{best['val_ndcg_at_20']:.4f}", "" if test is None else f"{test:.4f}",

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import table  # noqa: E402
+from common import best_validated, table  # noqa: E402
 
 from kwai_assets.core.baselines import popularity  # noqa: E402
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
@@ -89,7 +89,7 @@ def run(name: str, splits: pd.DataFrame, sizes: dict[str, int], variants: list[s
         start = time.perf_counter()
         model, history = train_interest(sequences, config, val=data)
         seconds = time.perf_counter() - start
-        best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+        best = best_validated(history)
         test = ndcg_at_20(model, sequences, data)
         rows.append([label, best["val_ndcg_at_20"], test, seconds,
                      f"{best['epoch']} of {len(history)}", f"{parameters(model):,}"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataset, parse_settings, settings_parser, table  # noqa: E402
+from common import best_validated, dataset, parse_settings, settings_parser, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.models.two_tower import TwoTowerConfig, TwoTowerData, scorer, train_two_tower  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> None:
             start = time.perf_counter()
             model, history = train_two_tower(data, split, config)
             seconds = time.perf_counter() - start
-            best = max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+            best = best_validated(history)
             test = evaluate(scorer(model, data), split, ks=(20,))["ndcg", 20] if args.test else None
             rows.append([name, setting, f"{best['val_ndcg_at_20']:.4f}", "" if test is None else f"{test:.4f}",
                          f"{history[0]['val_loss']:.3f} -> {best['val_loss']:.3f}",

@@ -76,6 +76,11 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def best_validated(history: list[dict]) -> dict:
+    """The epoch of a training history with the highest validation NDCG@20 (the weights early stopping kept)."""
+    return max((h for h in history if "val_ndcg_at_20" in h), key=lambda h: h["val_ndcg_at_20"])
+
+
 def settings_parser(doc: str, config: str) -> argparse.ArgumentParser:
     """The command line of a settings grid: JSON objects of `config`'s fields, where ml-100k is, the torch
     threads, and whether to read test; add the script's own options, then `parse_settings`."""
