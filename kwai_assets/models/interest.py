@@ -47,6 +47,7 @@ from torch.nn import functional as F
 from kwai_assets.core.evaluation import EvalData, device, evaluate
 from kwai_assets.core.vectors import dot_product
 from kwai_assets.models import weights
+from kwai_assets.models.dropout import Dropout
 from kwai_assets.models.early_stopping import EarlyStopping
 from kwai_assets.models.moe import MoE, SwiGLUExpert
 
@@ -157,7 +158,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, head_dim: int, dropout: float):
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
-        self.dropout = nn.Dropout(dropout)                # on the output: dropout on the scores costs far more on a CPU
+        self.dropout = Dropout(dropout)                # on the output: dropout on the scores costs far more on a CPU
         self.qkv = nn.Linear(dim, 3 * heads * head_dim)
         self.out = nn.Linear(heads * head_dim, dim)
 
@@ -177,7 +178,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attention = Attention(dim, heads, head_dim, dropout)
-        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, position: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attention(self.norm1(x), mask, position)
@@ -266,7 +267,7 @@ class InterestModel(nn.Module):
         category = np.zeros(vocab["item"], np.int64) if item_category is None else item_category
         poi = np.zeros(vocab["item"], np.int64) if item_poi is None else item_poi
         self.embed = FeatureEmbedding(vocab, config.dim, category, poi, n_pois, config.context)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.long_tower = CausalTower(config)
         self.short_tower = Tower(short_len, config) if config.bpr > 0 else None
         self.moe = (MoE(config.dim, config.n_experts, config.top_k, dropout=config.dropout, balance=config.balance,
