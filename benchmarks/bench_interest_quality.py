@@ -38,16 +38,14 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_validated, table  # noqa: E402
+from common import best_validated, dataset, table  # noqa: E402
 
 from kwai_assets.core.baselines import popularity  # noqa: E402
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
 from kwai_assets.core.knn import item_knn  # noqa: E402
-from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.sequences import behaviour_sequences  # noqa: E402
 from kwai_assets.core.swing import swing  # noqa: E402
 from kwai_assets.models.interest import InterestConfig, ndcg_at_20, parameters, train_interest  # noqa: E402
-from kwai_assets.sources import MovieLensSource, SyntheticSource  # noqa: E402
 
 # Every variant spells out its losses, so a row means the same whatever the default is (next item only).
 VARIANTS = {
@@ -110,16 +108,13 @@ def main() -> None:
     variants = args.variants.split(",")
     print(f"command: python benchmarks/bench_interest_quality.py {' '.join(sys.argv[1:])}".rstrip())
     for name in args.data.split(","):
-        if name == "ml100k":
-            if not Path(args.ml100k, "u.data").exists():
-                print(f"(ml-100k not found at {args.ml100k}: set KWAI_ML100K)")
-                continue
-            tables = prepared(MovieLensSource(args.ml100k), k=1)
-            title = f"MovieLens-100k, no k-core ({tables.sizes['user'] - 1} users, {tables.sizes['item'] - 1} items)"
-        else:
-            tables = prepared(SyntheticSource(preset=name, seed=7), k=10)
-            sizes = tables.sizes
-            title = f"synthetic `{name}`, k-core 10 ({sizes['user'] - 1} users, {sizes['item'] - 1} items)"
+        if name == "ml100k" and not Path(args.ml100k, "u.data").exists():
+            print(f"(ml-100k not found at {args.ml100k}: set KWAI_ML100K)")
+            continue
+        tables = dataset("ml-100k" if name == "ml100k" else name, args.ml100k)
+        counts = f"{tables.sizes['user'] - 1} users, {tables.sizes['item'] - 1} items"
+        title = (f"MovieLens-100k, no k-core ({counts})" if name == "ml100k"
+                 else f"synthetic `{name}`, k-core 10 ({counts})")
         print(f"{title} ...", file=sys.stderr, flush=True)
         rows = run(name, tables.splits, tables.sizes, variants)
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} CPU threads"
