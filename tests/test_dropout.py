@@ -30,3 +30,13 @@ def test_eval_mode_and_p_zero_are_the_identity_and_a_seed_repeats_the_mask():
 def test_a_probability_outside_0_1_is_rejected(p):
     with pytest.raises(ValueError, match="dropout must be in"):
         Dropout(p)
+
+
+def test_a_bfloat16_input_keeps_its_dtype_and_is_not_scaled_short():
+    torch.manual_seed(0)
+    x = torch.rand(200, 500).add_(1).to(torch.bfloat16)
+    y = Dropout(0.4).train()(x)
+    kept = y != 0
+    ratio = (y[kept].double() / x[kept].double()).mean().item()
+    assert y.dtype == torch.bfloat16
+    assert abs(ratio - 1 / 0.6) < 5e-4          # a bf16 scale would be 1.6641, 0.0026 short

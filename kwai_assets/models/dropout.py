@@ -23,7 +23,7 @@ class Dropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1 / (1 - self.p))
-        return x * keep.to(x.dtype)
+        return (x * keep).to(x.dtype)       # the scale in float32: 1 / 0.6 in bf16 would be 0.16% short
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
