@@ -79,7 +79,7 @@ class InterestConfig:
     negatives: int = 2048      # uniform negatives of the sampled softmax (besides the batch's targets)
     epochs: int = 200          # upper bound; early stopping on validation NDCG@20 usually ends sooner
     eval_every: int = 2        # epochs between validation NDCG@20 measurements (when validation data is given)
-    patience: int = 3          # validations without improvement before stopping; the best epoch's weights are kept
+    patience: int = 2          # validations without improvement before stopping; the best epoch kept (docs/models.md)
     batch_size: int = 128      # users per step (of similar history lengths)
     lr: float = 3e-3           # AdamW learning rate
     weight_decay: float = 0.2  # AdamW's decoupled weight decay (chosen on validation: docs/models.md)
