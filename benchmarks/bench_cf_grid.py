@@ -19,19 +19,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_validated, parse_settings, settings_parser, table  # noqa: E402
+from common import best_validated, dataset, parse_settings, settings_parser, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
-from kwai_assets.core.pipeline import prepared  # noqa: E402
 from kwai_assets.core.vectors import dot_product  # noqa: E402
 from kwai_assets.models.cf import CFConfig, embeddings, train_cf  # noqa: E402
-from kwai_assets.sources import MovieLensSource  # noqa: E402
 
 
 def main() -> None:
     parser = settings_parser(__doc__, "CFConfig")
     args = parse_settings(parser)
-    tables = prepared(MovieLensSource(args.ml100k), k=1)
+    tables = dataset("ml-100k", args.ml100k)
     data = EvalData.from_splits(tables.splits, tables.sizes["user"], tables.sizes["item"])
     rows = []
     for setting in args.settings:

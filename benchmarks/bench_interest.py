@@ -24,24 +24,21 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_validated, measured, table  # noqa: E402
+from common import best_validated, dataset, measured, table  # noqa: E402
 
 from kwai_assets.core.evaluation import EvalData, evaluate  # noqa: E402
-from kwai_assets.core.pipeline import prepared  # noqa: E402
-from kwai_assets.core.reid import index_sizes  # noqa: E402
 from kwai_assets.core.sequences import Sequences, behaviour_sequences  # noqa: E402
 from kwai_assets.core.vectors import dot_product  # noqa: E402
 from kwai_assets.io.online_store import OnlineStore  # noqa: E402
 from kwai_assets.io.redis_server import local_redis  # noqa: E402
 from kwai_assets.models.interest import InterestConfig, item_vectors, train_interest, user_vectors  # noqa: E402
-from kwai_assets.sources import SyntheticSource  # noqa: E402
 
 
 def sequences_of(preset: str) -> tuple[Sequences, object]:
     """The preset's sequences at the asset's defaults (long_len 100, short_len 10), and its splits."""
-    splits, maps = prepared(SyntheticSource(preset=preset, seed=7))[:2]
-    sizes = index_sizes(maps)
-    return behaviour_sequences(splits, sizes["item"], sizes["category"]), splits
+    tables = dataset(preset, "")
+    sizes = tables.sizes
+    return behaviour_sequences(tables.splits, sizes["item"], sizes["category"]), tables.splits
 
 
 def first_users(s: Sequences, n: int) -> Sequences:

@@ -62,8 +62,7 @@ def main() -> None:
             rows.append([setting, "mean", f"{np.mean(vals):.4f}", "", "", "", ""])
     print(f"\n## Interest model on {args.data} ({torch.get_num_threads()} CPU threads)\n")
     print(table(["setting (InterestConfig fields)", "seed", "val NDCG@20", "test NDCG@20",
-                        "test, train + val history", "best epoch", "train s"],
-                rows))
+                 "test, train + val history", "best epoch", "train s"], rows))
 
 
 if __name__ == "__main__":
