@@ -14,6 +14,7 @@ from kwai_assets.core.evaluation import EvalData, evaluate
 from kwai_assets.core.pipeline import prepared
 from kwai_assets.core.reid import index_sizes
 from kwai_assets.core.sequences import behaviour_sequences
+from kwai_assets.core.split import held_back
 from kwai_assets.io.model_store import ModelStore
 from kwai_assets.models.interest import (
     CausalTower,
@@ -241,6 +242,17 @@ def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trip
         max(validated), abs=1e-9)                                          # the weights are the best epoch's
     again = load(save(model, tmp_path / "m"))
     assert np.allclose(user_vectors(again, sequences), user_vectors(model, sequences), atol=1e-6)
+
+
+def test_validation_can_read_histories_that_end_earlier(trained):
+    """`val_sequences` (here each history less as many behaviours as the user has in val) is what is validated."""
+    splits, sequences, _, _ = trained
+    data, sizes = EvalData.from_splits(splits), tiny_splits()[1]
+    earlier = behaviour_sequences(held_back(splits), sizes["item"], sizes["category"], long_len=50, short_len=5)
+    config = replace(SMALL, epochs=4, eval_every=1, patience=10)
+    model, history = train_interest(sequences, config, val=data, val_sequences=earlier)
+    assert ndcg_at_20(model, earlier, data.validation()) == pytest.approx(max(h["val_ndcg_at_20"] for h in history))
+    assert ndcg_at_20(model, sequences, data.validation()) != ndcg_at_20(model, earlier, data.validation())
 
 
 def test_weight_averaging_changes_what_is_validated_not_how_the_model_trains(trained):

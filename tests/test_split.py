@@ -1,9 +1,9 @@
-"""Per-user chronological splits: floor sizes for val and test, order, leave-one-out."""
+"""Per-user chronological splits: floor sizes for val and test, order, leave-one-out, the held-back history."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from kwai_assets.core.split import split_by_user
+from kwai_assets.core.split import held_back, split_by_user
 
 
 @pytest.fixture
@@ -41,3 +41,17 @@ def test_leave_one_out(interactions):
 def test_bad_ratios_are_rejected(interactions):
     with pytest.raises(ValueError, match="sum"):
         split_by_user(interactions, (0.8, 0.1, 0.2))
+
+
+def test_held_back_moves_each_users_last_train_rows_as_many_as_their_val_rows(interactions):
+    out = split_by_user(interactions)
+    back = held_back(out)
+    assert (back.index == out.index).all() and (back.drop(columns="split") == out.drop(columns="split")).all().all()
+    moved = out["split"] != back["split"]
+    assert (out.loc[moved, "split"] == "train").all() and (back.loc[moved, "split"] == "held_back").all()
+    counts = back.groupby(["user_idx", "split"]).size().unstack(fill_value=0)
+    assert (counts["held_back"] == counts["val"]).all()
+    last_kept = back[back.split == "train"].groupby("user_idx")["ts"].max()
+    first_back = back[back.split == "held_back"].groupby("user_idx")["ts"].min()
+    both = last_kept.index.intersection(first_back.index)
+    assert len(both) > 100 and (last_kept[both] <= first_back[both]).all()     # the history's end, not its middle

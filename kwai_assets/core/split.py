@@ -35,6 +35,18 @@ def history_rows(splits: pd.DataFrame, parts=("train",)) -> pd.DataFrame:
     return rows.sort_values(["user_idx", *history_order(rows.columns)], kind="stable")
 
 
+def held_back(splits: pd.DataFrame) -> pd.DataFrame:
+    """`splits` with each user's last train rows, as many as the user has val rows, moved to split "held_back": a
+    train history that ends as far before the val rows as the whole train history ends before the test rows
+    (a validation that mirrors the test's horizon)."""
+    train = history_rows(splits)
+    n_val = splits[splits["split"] == "val"].groupby("user_idx").size()
+    last = train.groupby("user_idx").cumcount(ascending=False) < train["user_idx"].map(n_val).fillna(0)
+    out = splits.copy()
+    out.loc[train.index[last.to_numpy()], "split"] = "held_back"
+    return out
+
+
 def positions(columns: list[str]) -> str:
     """Each row of table `interactions` with its position in its user's history (a total order: HISTORY, then
     the columns of TIES it has) and the history's length (standard SQL, both engines)."""

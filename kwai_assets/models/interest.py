@@ -467,7 +467,7 @@ def ndcg_at_20(model: InterestModel, sequences, data: EvalData) -> float:
 
 
 def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Callable | None = None,
-                   val: EvalData | None = None) -> tuple[InterestModel, list[dict]]:
+                   val: EvalData | None = None, val_sequences=None) -> tuple[InterestModel, list[dict]]:
     """Train on `core.sequences.Sequences` (every row of `training()`: the histories, then their prefixes);
     returns the model and per-epoch history.
 
@@ -476,6 +476,8 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
     epochs the vectors of record are ranked against the val items (train items
     excluded), `val_ndcg_at_20` joins the history, and the best epoch's weights
     are returned. Without it, all `epochs` run and the last weights are returned.
+    `val_sequences` (default `sequences`) are the histories whose vectors
+    validation ranks, e.g. ones that end earlier than the train history.
     Deterministic on CPU for a seed; on CUDA it runs under bf16 autocast.
     `log(epoch, metrics)` is called after every epoch (MLflow, progress).
     """
@@ -491,6 +493,7 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
     tensors = [torch.from_numpy(a) for a in sequences.training()]
     lengths = (tensors[0][..., 0] > 0).sum(1).numpy()
     held_out = val.validation() if val is not None else None
+    validated = sequences if val_sequences is None else val_sequences
     stopping, history = EarlyStopping(config.patience), []
     weights = [p.detach() for p in model.parameters()]          # views: they follow the optimizer's steps
     average = [w.clone() for w in weights] if config.ema > 0 else None
@@ -511,7 +514,7 @@ def train_interest(sequences, config: InterestConfig = InterestConfig(), log: Ca
                    "epoch_s": seconds, **model.moe.end_epoch()}
         if held_out is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             with _averaged(weights, average):
-                metrics["val_ndcg_at_20"] = ndcg_at_20(model, sequences, held_out)
+                metrics["val_ndcg_at_20"] = ndcg_at_20(model, validated, held_out)
                 stopping.observe(metrics["val_ndcg_at_20"], model.state_dict)
         if stopping.record(history, epoch, metrics, log):
             break
