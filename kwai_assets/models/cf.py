@@ -45,7 +45,7 @@ class CFConfig:
     batch_size: int = 2048
     epochs: int = 300
     eval_every: int = 5          # epochs between validation NDCG@20 measurements
-    patience: int = 5            # validations without improvement before stopping
+    patience: int = 3            # validations without improvement before stopping (docs/models.md)
     seed: int = 0
 
     def __post_init__(self) -> None:
