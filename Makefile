@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 export KWAI_HOME    ?= $(CURDIR)/.kwai
 export DAGSTER_HOME := $(KWAI_HOME)/dagster
 LOG        := $(KWAI_HOME)/logs
+# glibc hands a freed block above its mmap threshold back to the system, so a step that allocates tensors of tens
+# of MB every batch pays a page fault per 4 KiB page: keep blocks up to 256 MB in the heap (LightGCN's epoch 18%
+# faster on `small`, the same results and peak memory; benchmarks/README.md). deploy/Dockerfile sets the same.
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912
 # The demo's budget (under 6 minutes on 2 cores) caps the training: the CF model 10 epochs (its validation NDCG@20
 # peaks near 10 on `small`), the interest model 12 (it peaks near 18), the ranker 2 (its best), the next-POI model
 # 3 without its no-distance ablation, the adapter 2 fine-tuning epochs (on `small` it keeps its first).
