@@ -247,8 +247,8 @@ def test_early_stopping_keeps_the_best_validation_epoch_and_save_load_round_trip
 def test_validation_can_read_histories_that_end_earlier(trained):
     """`val_sequences` (here each history less as many behaviours as the user has in val) is what is validated."""
     splits, sequences, _, _ = trained
-    data, sizes = EvalData.from_splits(splits), tiny_splits()[1]
-    earlier = behaviour_sequences(held_back(splits), sizes["item"], sizes["category"], long_len=50, short_len=5)
+    data, vocab = EvalData.from_splits(splits), sequences.vocab
+    earlier = behaviour_sequences(held_back(splits), vocab["item"], vocab["category"], long_len=50, short_len=5)
     config = replace(SMALL, epochs=4, eval_every=1, patience=10)
     model, history = train_interest(sequences, config, val=data, val_sequences=earlier)
     assert ndcg_at_20(model, earlier, data.validation()) == pytest.approx(max(h["val_ndcg_at_20"] for h in history))
