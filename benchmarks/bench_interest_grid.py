@@ -47,12 +47,15 @@ def main() -> None:
     tables = dataset("ml-100k" if args.data == "ml100k" else args.data, args.ml100k)
     sizes = tables.sizes
     data = EvalData.from_splits(tables.splits, sizes["user"], sizes["item"])
-    sequences = behaviour_sequences(tables.splits, sizes["item"], sizes["category"], LONG_LEN[args.data], SHORT_LEN,
-                                    stride=STRIDE)
-    later = behaviour_sequences(tables.splits.assign(split=tables.splits["split"].replace("val", "train")),
-                                sizes["item"], sizes["category"], LONG_LEN[args.data], SHORT_LEN) if args.test else None
-    earlier = behaviour_sequences(held_back(tables.splits), sizes["item"], sizes["category"], LONG_LEN[args.data],
-                                  SHORT_LEN) if args.horizon else None
+
+    def histories(splits, stride: int = 0):
+        """The sequences of `splits`' train rows at the asset's lengths."""
+        return behaviour_sequences(splits, sizes["item"], sizes["category"], LONG_LEN[args.data], SHORT_LEN,
+                                   stride=stride)
+
+    sequences = histories(tables.splits, STRIDE)
+    later = histories(tables.splits.assign(split=tables.splits["split"].replace("val", "train"))) if args.test else None
+    earlier = histories(held_back(tables.splits)) if args.horizon else None
     rows = []
     for setting in args.settings:
         vals = []
